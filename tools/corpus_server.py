@@ -1,0 +1,274 @@
+"""The offline web: a corpus served as HTML pages plus a SearXNG-compatible search endpoint.
+
+`CorpusServer(corpus)` serves each document at `/doc/<id>` as an encyclopedia-style HTML
+page (with navigation and footer boilerplate, as real pages have) and answers
+`GET /search?q=...&format=json[&pageno=N]` in SearXNG's JSON shape, ranked by BM25
+(rank-bm25) or by a `KnowledgeBase`. Agents reach it through the same code path as the
+real web: `SearxngSearch(server.url)` and `fetch_page(..., allow_hosts=["127.0.0.1"])`.
+
+Faults can be injected per request path for tests: status codes (optionally only the first
+N times), delays, huge or non-HTML bodies, redirects (loops included).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from rank_bm25 import BM25Okapi
+
+from tools.documents import Document, as_documents, load_documents
+
+PAGE_SIZE = 10
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+_STOP = frozenset("a an and are as at be by for from has he in is it its of on or she that the "
+                  "to was were what when where which who whom whose why how with did does do "
+                  "this".split())
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case word tokens without stop words, for BM25."""
+    return [t for t in _TOKEN.findall(text.lower()) if t not in _STOP]
+
+
+@dataclass
+class Fault:
+    """An injected failure for requests whose path (with query) matches `pattern` (a regex)."""
+
+    pattern: str
+    status: int | None = None
+    delay: float = 0.0
+    body: bytes | None = None
+    content_type: str | None = None
+    huge_bytes: int | None = None
+    redirect_to: str | None = None
+    times: int | None = None
+    hits: int = field(default=0, init=False)
+
+    def matches(self, path: str) -> bool:
+        """Whether this fault applies to a request path now (counting down `times`)."""
+        if not re.search(self.pattern, path):
+            return False
+        if self.times is not None and self.hits >= self.times:
+            return False
+        self.hits += 1
+        return True
+
+
+def render_page(doc: Document) -> str:
+    """An encyclopedia-style HTML page for one document."""
+    title = html.escape(doc.title or doc.doc_id)
+    paras = "\n".join(f"<p>{html.escape(p.strip())}</p>"
+                      for p in re.split(r"\n\s*\n|\n", doc.text) if p.strip())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title} - Sleuthpedia</title>
+<meta name="description" content="{title}"></head>
+<body><nav><a href="/">Main page</a> | <a href="/random">Random article</a> | About</nav>
+<main><article><h1>{title}</h1>
+{paras}
+</article></main>
+<footer><p>Text is available under a free licence. Sleuthpedia, the offline encyclopedia.</p>
+</footer></body></html>"""
+
+
+class _Ranker:
+    def __init__(self, docs: list[Document], knowledge: Any = None):
+        self.docs = docs
+        self.by_id = {d.doc_id: i for i, d in enumerate(docs)}
+        self.knowledge = knowledge
+        self.bm25 = None if knowledge is not None or not docs else BM25Okapi(
+            [tokenize(f"{d.title} {d.title} {d.text}") for d in docs])
+
+    def rank(self, query: str, n: int) -> list[tuple[Document, float]]:
+        if self.knowledge is not None:
+            out, seen = [], set()
+            for p in self.knowledge.search(query, k=max(n * 3, 10)):
+                if p.doc_id in self.by_id and p.doc_id not in seen:
+                    seen.add(p.doc_id)
+                    out.append((self.docs[self.by_id[p.doc_id]], p.score))
+            return out[:n]
+        tokens = tokenize(query)
+        if self.bm25 is None or not tokens:
+            return []
+        scores = self.bm25.get_scores(tokens)
+        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:n]
+        return [(self.docs[i], float(scores[i])) for i in order if scores[i] > 0]
+
+
+def _snippet(text: str, n: int = 240) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[:n].rsplit(" ", 1)[0] + " ..."
+
+
+class CorpusServer:
+    """Serve documents on 127.0.0.1; use as a context manager (port 0 picks a free port)."""
+
+    def __init__(self, corpus: str | Path | Iterable[Document | dict[str, Any]], *,
+                 host: str = "127.0.0.1", port: int = 0, knowledge: Any = None,
+                 faults: Iterable[Fault] = ()):
+        if isinstance(corpus, str | Path):
+            docs = list(load_documents([corpus]))
+        else:
+            docs = list({d.doc_id: d for d in as_documents(corpus)}.values())
+        self.docs = docs
+        self.ranker = _Ranker(docs, knowledge)
+        self.faults = list(faults)
+        self.requests: list[str] = []
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. http://127.0.0.1:41234."""
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def doc_url(self, doc_id: str) -> str:
+        """URL of a document's page."""
+        return f"{self.url}/doc/{quote(doc_id, safe='')}"
+
+    def start(self) -> CorpusServer:
+        """Serve in a background thread."""
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True,
+                                        name="corpus-server")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until interrupted."""
+        try:
+            self._httpd.serve_forever()
+        finally:
+            self._httpd.server_close()
+
+    def __enter__(self) -> CorpusServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ responses
+
+    def _fault(self, path: str) -> Fault | None:
+        with self._lock:
+            self.requests.append(path)
+            return next((f for f in self.faults if f.matches(path)), None)
+
+    def search_json(self, query: str, pageno: int = 1) -> dict[str, Any]:
+        """The SearXNG-shaped JSON answer for a query."""
+        ranked = self.ranker.rank(query, PAGE_SIZE * pageno)[PAGE_SIZE * (pageno - 1):]
+        results = [{"url": self.doc_url(d.doc_id), "title": d.title, "content": _snippet(d.text),
+                    "engine": "sleuth-corpus", "engines": ["sleuth-corpus"], "score": score,
+                    "category": "general", "doc_id": d.doc_id} for d, score in ranked]
+        return {"query": query, "number_of_results": len(results), "results": results,
+                "answers": [], "corrections": [], "infoboxes": [], "suggestions": [],
+                "unresponsive_engines": []}
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+            def _send(self, status: int, body: bytes, ctype: str,
+                      headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def do_HEAD(self) -> None:
+                self.do_GET()
+
+            def do_GET(self) -> None:
+                fault = server._fault(self.path)
+                if fault is not None and self._apply(fault):
+                    return
+                parts = urlsplit(self.path)
+                if parts.path == "/search":
+                    params = parse_qs(parts.query)
+                    query = (params.get("q") or [""])[0]
+                    if (params.get("format") or ["html"])[0] != "json":
+                        self._send(403, b"only format=json is served", "text/plain")
+                        return
+                    try:
+                        pageno = max(1, int((params.get("pageno") or ["1"])[0]))
+                    except ValueError:
+                        pageno = 1
+                    body = json.dumps(server.search_json(query, pageno)).encode()
+                    self._send(200, body, "application/json")
+                elif parts.path.startswith("/doc/"):
+                    doc_id = unquote(parts.path[len("/doc/"):])
+                    i = server.ranker.by_id.get(doc_id)
+                    if i is None:
+                        self._send(404, b"<html><body>Not found</body></html>",
+                                   "text/html; charset=utf-8")
+                        return
+                    page = render_page(server.docs[i]).encode()
+                    self._send(200, page, "text/html; charset=utf-8")
+                elif parts.path == "/":
+                    links = "".join(f'<li><a href="/doc/{quote(d.doc_id, safe="")}">'
+                                    f"{html.escape(d.title)}</a></li>" for d in server.docs[:1000])
+                    body = f"<html><body><h1>Corpus</h1><ul>{links}</ul></body></html>".encode()
+                    self._send(200, body, "text/html; charset=utf-8")
+                else:
+                    self._send(404, b"not found", "text/plain")
+
+            def _apply(self, fault: Fault) -> bool:
+                if fault.delay:
+                    time.sleep(fault.delay)
+                if fault.redirect_to is not None:
+                    self._send(fault.status or 302, b"", "text/plain",
+                               {"Location": fault.redirect_to})
+                    return True
+                if fault.huge_bytes is not None:
+                    self._send_huge(fault.huge_bytes)
+                    return True
+                if fault.body is not None or fault.status is not None:
+                    self._send(fault.status or 200, fault.body or b"",
+                               fault.content_type or "text/html; charset=utf-8")
+                    return True
+                return False  # a pure delay: serve normally afterwards
+
+            def _send_huge(self, n: int) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(n))
+                self.end_headers()
+                filler = b"<p>" + b"lorem ipsum dolor sit amet " * 200 + b"</p>\n"
+                head = b"<html><head><title>Huge</title></head><body><article>"
+                sent = 0
+                try:
+                    for piece in (head,) + (filler,) * (n // len(filler) + 1):
+                        piece = piece[: n - sent]
+                        if not piece:
+                            break
+                        self.wfile.write(piece)
+                        sent += len(piece)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client stopped reading at its cap, as it should
+
+        return Handler
