@@ -12,8 +12,11 @@ export TOKENIZERS_PARALLELISM := false
 demo: $(VENV)/.installed
 	$(BIN)/python examples/demo.py
 
+# pytest exits 5 when it collects nothing: that is a broken set-up, never a pass.
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	@$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (broken set-up)" >&2; fi; \
+	exit $$rc
 
 test-all: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m ""

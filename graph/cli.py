@@ -123,7 +123,7 @@ def serve_corpus(path: Annotated[Path, typer.Argument(help="Corpus or task JSONL
     except (FileNotFoundError, ValueError, OSError) as e:
         _fail(str(e))
     err.print(f"serving {len(server.docs)} documents at {server.url}  "
-              f"(search: {server.url}/search?q=...&format=json; Ctrl-C stops)")
+              f"(search: {server.url}/search?q=...&format=json; Ctrl-C stops)", soft_wrap=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -109,6 +110,16 @@ def _snippet(text: str, n: int = 240) -> str:
     return text if len(text) <= n else text[:n].rsplit(" ", 1)[0] + " ..."
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that hung up (timeout, byte cap) is normal here; anything else is reported
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
+
+
 class CorpusServer:
     """Serve documents on 127.0.0.1; use as a context manager (port 0 picks a free port)."""
 
@@ -124,8 +135,7 @@ class CorpusServer:
         self.faults = list(faults)
         self.requests: list[str] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
-        self._httpd.daemon_threads = True
+        self._httpd = _QuietServer((host, port), self._handler_class())
         self._thread: threading.Thread | None = None
 
     @property
@@ -192,7 +202,8 @@ class CorpusServer:
             def _send(self, status: int, body: bytes, ctype: str,
                       headers: dict[str, str] | None = None) -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", ctype)
+                if ctype:  # "" sends no Content-Type at all
+                    self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
@@ -203,13 +214,18 @@ class CorpusServer:
             def do_HEAD(self) -> None:
                 self.do_GET()
 
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self._form = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+                self.do_GET()
+
             def do_GET(self) -> None:
                 fault = server._fault(self.path)
                 if fault is not None and self._apply(fault):
                     return
                 parts = urlsplit(self.path)
                 if parts.path == "/search":
-                    params = parse_qs(parts.query)
+                    params = parse_qs(parts.query) | parse_qs(getattr(self, "_form", ""))
                     query = (params.get("q") or [""])[0]
                     if (params.get("format") or ["html"])[0] != "json":
                         self._send(403, b"only format=json is served", "text/plain")
@@ -248,8 +264,9 @@ class CorpusServer:
                     self._send_huge(fault.huge_bytes)
                     return True
                 if fault.body is not None or fault.status is not None:
+                    ctype = fault.content_type
                     self._send(fault.status or 200, fault.body or b"",
-                               fault.content_type or "text/html; charset=utf-8")
+                               "text/html; charset=utf-8" if ctype is None else ctype)
                     return True
                 return False  # a pure delay: serve normally afterwards
 

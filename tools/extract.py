@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import logging
+
 import trafilatura
+
+# trafilatura logs every unparsable body at ERROR level; we report those as ToolErrors instead.
+logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
 
 _META_KEYS = ("author", "date", "description", "sitename", "hostname", "categories", "tags",
               "language")

@@ -49,6 +49,7 @@ _WORK_KINDS = {
     "film": ("director", "directed", "film studio", "produced", "film director"),
     "opera": ("composer", "composed", "opera company", "premiered", "composer"),
 }
+_PAST = {"written": "wrote", "directed": "directed", "composed": "composed"}
 _EMPLOYER_KINDS = ["university", "newspaper", "trading company"]
 _OTHER_JOBS = ["physicist", "architect", "journalist", "historian", "engineer", "painter"]
 
@@ -67,7 +68,8 @@ _FILLERS = {
 
 def _a(word: str) -> str:
     """The word with its indefinite article: "an opera", "a novel"."""
-    return f"{'an' if word[0].lower() in 'aeiou' else 'a'} {word}"
+    vowel = word[0].lower() in "aeiou" and not word.lower().startswith(("uni", "eu"))
+    return f"{'an' if vowel else 'a'} {word}"
 
 
 # --------------------------------------------------------------------------- entities
@@ -269,7 +271,7 @@ class _Builder:
             creator, org = g(f["creator"]).name, g(f["org"]).name
             sents = [pick([f"{e.name} is a {f['year']} {f['work_kind']} {verb} by {creator}.",
                            f"{e.name} ({f['year']}) is {_a(f['work_kind'])} by the {role} {creator}.",
-                           f"{creator} {verb} the {f['work_kind']} {e.name}, first seen in {f['year']}."]),
+                           f"{creator} {_PAST[verb]} the {f['work_kind']} {e.name}, first seen in {f['year']}."]),
                      pick([f"It was {overb} by {org}.",
                            f"The {f['work_kind']} was {overb} by the {okind} {org}.",
                            f"{org} {overb} it."])]

@@ -1,0 +1,111 @@
+"""Test set-up: offline, loopback-only sockets, shared fixtures on real components."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.pop("SLEUTH_ALLOW_HOSTS", None)
+
+import ipaddress  # noqa: E402
+import json  # noqa: E402
+import socket  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SLEUTH_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+class NetworkBlocked(RuntimeError):
+    """A test tried to reach something other than loopback."""
+
+
+def _check(sock: socket.socket, address: object) -> None:
+    if sock.family == getattr(socket, "AF_UNIX", None):
+        return
+    host = address[0] if isinstance(address, tuple) else address
+    try:
+        ip = ipaddress.ip_address(str(host).split("%")[0])
+    except ValueError:
+        ok = host == "localhost"
+    else:
+        ok = ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None
+                                and ip.ipv4_mapped.is_loopback)
+    if not ok:
+        raise NetworkBlocked(f"tests may only open sockets to loopback, not {address!r}")
+
+
+def _guarded_connect(self: socket.socket, address: object) -> None:
+    _check(self, address)
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: object) -> int:
+    _check(self, address)
+    return _real_connect_ex(self, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def loopback_only():
+    """Fail any test that opens a socket to anything but loopback."""
+    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = _real_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
+
+
+def shared_file(name: str) -> Path:
+    """A file of ../shared/data, or skip the test where it is absent (a user's machine)."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} not found (set SLEUTH_SHARED_DATA)")
+    return path
+
+
+def read_tasks(path: Path, limit: int | None = None) -> list[dict]:
+    """Read a task JSONL file."""
+    with path.open(encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return rows[:limit]
+
+
+@pytest.fixture(scope="session")
+def hotpot_tasks() -> list[dict]:
+    """The first 100 HotpotQA development questions."""
+    return read_tasks(shared_file("hotpotqa_dev.jsonl"), 100)
+
+
+@pytest.fixture(scope="session")
+def hotpot_kb(hotpot_tasks, tmp_path_factory):
+    """A real LanceDB knowledge base of the union of those questions' paragraphs."""
+    from tools.knowledge import KnowledgeBase
+
+    docs = {d["doc_id"]: d for t in hotpot_tasks for d in t["docs"]}
+    kb = KnowledgeBase(tmp_path_factory.mktemp("hotpot_kb"))
+    kb.ingest(list(docs.values()), progress=False)
+    return kb
+
+
+@pytest.fixture(scope="session")
+def small_world():
+    """A generated world of 20 questions (seed 7)."""
+    from tools.worlds import generate_world
+
+    return generate_world(7, 20, hops=(2, 3, 4))
+
+
+@pytest.fixture
+def corpus_server(small_world):
+    """The corpus server over the small world, on a free loopback port."""
+    from tools.corpus_server import CorpusServer
+
+    with CorpusServer(small_world.docs) as server:
+        yield server
