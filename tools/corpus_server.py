@@ -28,19 +28,9 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from rank_bm25 import BM25Okapi
 
 from tools.documents import Document, as_documents, load_documents
+from tools.text import tokenize
 
 PAGE_SIZE = 10
-_TOKEN = re.compile(r"\w+", re.UNICODE)
-_STOP = frozenset("a an and are as at be by for from has he in is it its of on or she that the "
-                  "to was were what when where which who whom whose why how with did does do "
-                  "this".split())
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-case word tokens without stop words, for BM25."""
-    return [t for t in _TOKEN.findall(text.lower()) if t not in _STOP]
-
-
 @dataclass
 class Fault:
     """An injected failure for requests whose path (with query) matches `pattern` (a regex)."""

@@ -72,6 +72,11 @@ def _a(word: str) -> str:
     return f"{'an' if vowel else 'a'} {word}"
 
 
+def _cap(text: str) -> str:
+    """Upper-case the first letter only ("a Meadow" -> "A Meadow")."""
+    return text[:1].upper() + text[1:]
+
+
 # --------------------------------------------------------------------------- entities
 
 
@@ -150,7 +155,7 @@ class _Names:
         r = self.rng
         patterns = [lambda: f"The {r.choice(_ADJ)} {r.choice(_NOUN)}",
                     lambda: f"{r.choice(_NOUN)} of the {r.choice(_ADJ)} {r.choice(_NOUN)}",
-                    lambda: f"{_a(r.choice(_NOUN)).capitalize()} for {self._word(2)}"]
+                    lambda: f"{_cap(_a(r.choice(_NOUN)))} for {self._word(2)}"]
         return self.unique(lambda: r.choice(patterns)())
 
 

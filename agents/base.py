@@ -1,0 +1,85 @@
+"""What every agent shares: a prompt file, a chat model, and one instrumented model call."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import dispatch_custom_event
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import ensure_config
+from pydantic import BaseModel
+
+from agents.models import LocalChatModel
+from agents.prompting import load_template, render_messages
+
+PARSED_EVENT = "sleuth.parsed"
+
+
+class Reply(BaseModel):
+    """A model reply with what it cost; `error` is set when the call itself failed."""
+
+    text: str = ""
+    call_id: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+class Agent:
+    """A role: a prompt file rendered strictly, a chat model, a lenient parser."""
+
+    role = "agent"
+    stop: list[str] | None = None
+
+    def __init__(self, model: BaseChatModel, *, prompt: str | Path | None = None,
+                 max_new_tokens: int = 96, temperature: float | None = None):
+        if not isinstance(model, BaseChatModel):
+            raise TypeError(f"{type(self).__name__} needs a langchain-core BaseChatModel, "
+                            f"got {type(model).__name__} (see agents.load_chat_model)")
+        self.model = model
+        self.template = load_template(prompt or self.role)
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+
+    def call_model(self, state: Mapping[str, Any], **context: Any) -> Reply:
+        """Render the prompt, call the model once (tagged with this role), never raise."""
+        messages = render_messages(self.template, **context)
+        call_id = uuid.uuid4().hex
+        kwargs: dict[str, Any] = {}
+        if isinstance(self.model, LocalChatModel):
+            kwargs["max_new_tokens"] = self.max_new_tokens
+            if state.get("seed") is not None:
+                kwargs["seed"] = state["seed"]
+            if self.temperature is not None:
+                kwargs["temperature"] = self.temperature
+        metadata = {**(ensure_config().get("metadata") or {}), "sleuth_role": self.role,
+                    "sleuth_call_id": call_id}
+        try:
+            msg = self.model.invoke(messages, config={"metadata": metadata, "run_name": self.role},
+                                    stop=self.stop, **kwargs)
+        except Exception as e:  # noqa: BLE001 - a failed call is an observation, not a crash
+            return Reply(call_id=call_id, error=f"{type(e).__name__}: {e}")
+        usage = msg.usage_metadata or {}
+        text = msg.content if isinstance(msg.content, str) else str(msg.content)
+        return Reply(text=text, call_id=call_id, prompt_tokens=usage.get("input_tokens", 0),
+                     completion_tokens=usage.get("output_tokens", 0))
+
+    def report_parse(self, reply: Reply, parsed: BaseModel) -> None:
+        """Tell recorders how the reply parsed (a no-op outside a LangChain run)."""
+        try:
+            dispatch_custom_event(PARSED_EVENT, {"call_id": reply.call_id, "role": self.role,
+                                                 "parsed": parsed.model_dump(),
+                                                 "ok": bool(getattr(parsed, "ok", True))})
+        except RuntimeError:
+            pass
+
+    @staticmethod
+    def usage(reply: Reply, ok: bool) -> dict[str, int]:
+        """Counter increments for one model call."""
+        return {"model_calls": 1, "prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": reply.completion_tokens,
+                "tokens": reply.prompt_tokens + reply.completion_tokens,
+                "format_failures": 0 if ok else 1, "model_errors": 1 if reply.error else 0}

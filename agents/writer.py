@@ -1,0 +1,57 @@
+"""The writer: a short answer and a report whose numbered citations point at retrieved passages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.base import Agent
+from agents.parsing import parse_draft
+from agents.planner import brief
+from agents.schemas import Citation
+from tools.knowledge import Passage
+
+
+class Writer(Agent):
+    """Answers from `state["evidence"]` (or the best retrieved passages when none was selected).
+
+    Citations are numbers into that evidence list; a number that points at no passage of this
+    run is dropped and counted in `dropped_citations`.
+    """
+
+    role = "writer"
+
+    def __init__(self, model: Any, *, max_evidence: int = 6, passage_words: int = 80,
+                 max_new_tokens: int = 128, **kwargs: Any):
+        super().__init__(model, max_new_tokens=max_new_tokens, **kwargs)
+        self.max_evidence = max_evidence
+        self.passage_words = passage_words
+
+    def __call__(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Write the answer and report."""
+        evidence: list[Passage] = list(state.get("evidence") or [])
+        if not evidence:
+            evidence = sorted(state.get("passages") or [], key=lambda p: -p.score)
+        evidence = evidence[: self.max_evidence]
+        reply = self.call_model(state, question=state["question"],
+                                evidence=[brief(p, self.passage_words) for p in evidence])
+        draft = parse_draft(reply.text)
+        self.report_parse(reply, draft)
+        citations, dropped = [], 0
+        for n in draft.cited:
+            if 1 <= n <= len(evidence):
+                p = evidence[n - 1]
+                citations.append(Citation(n=n, chunk_id=p.chunk_id, doc_id=p.doc_id,
+                                          title=p.title, url=p.url))
+            else:
+                dropped += 1
+        notes = []
+        if reply.error:
+            notes.append(f"writer: model call failed ({reply.error})")
+        elif not draft.ok:
+            notes.append("writer: no <answer> in the reply")
+        if dropped:
+            notes.append(f"writer: dropped {dropped} citation(s) to passages not retrieved")
+        counters = self.usage(reply, draft.ok)
+        counters["dropped_citations"] = dropped
+        return {"answer": draft.answer, "report": draft.report, "citations": citations,
+                "evidence": evidence, "notes": notes, "counters": counters}

@@ -1,0 +1,223 @@
+"""`build_research_graph`: plan -> fan-out search -> select -> (plan again | write).
+
+    START -> plan -> [approve] -> search x N (Send, one per sub-question) -> select
+    select -> plan (next round) | write ;  plan -> write when it is done or a budget is spent
+    write -> END
+
+Any role may be replaced by any callable `(state) -> update` (sync or async). Budgets
+(rounds, searches, model calls, tokens) are checked before each round and each fan-out, so
+every run ends with the writer. Progress events go to LangGraph's custom stream
+(`stream_mode="custom"`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send, interrupt
+
+from agents import Planner, Searcher, Selector, Writer, as_tool, load_chat_model
+from graph.config import ResearchConfig
+from graph.state import ResearchInput, ResearchOutput, ResearchState, SearchTask, add_counts
+from tools.knowledge import KnowledgeBase
+from tools.retrievers import WebRetriever
+from tools.web import SearchBackend
+
+Role = Callable[[Any], Any]
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+def _node(role: Role, pre: Callable[[Any, ResearchConfig], tuple[Any, dict | None]],
+          post: Callable[[Any, ResearchConfig, dict], dict],
+          base: ResearchConfig) -> Callable[..., Any]:
+    """Wrap a role: `pre` prepares its input (or short-circuits), `post` books the result."""
+    if _is_async(role):
+        async def anode(state: Any, config: RunnableConfig) -> dict:
+            cfg = ResearchConfig.from_runnable_config(config, base=base)
+            arg, done = pre(state, cfg)
+            return done if done is not None else post(state, cfg, dict(await role(arg) or {}))
+        return anode
+
+    def node(state: Any, config: RunnableConfig) -> dict:
+        cfg = ResearchConfig.from_runnable_config(config, base=base)
+        arg, done = pre(state, cfg)
+        return done if done is not None else post(state, cfg, dict(role(arg) or {}))
+    return node
+
+
+def _emit(event: dict[str, Any]) -> None:
+    try:
+        get_stream_writer()(event)
+    except RuntimeError:  # called outside a graph run
+        pass
+
+
+def budget_spent(state: dict[str, Any], cfg: ResearchConfig) -> str | None:
+    """The reason a run must stop researching now, or None."""
+    c = state.get("counters") or {}
+    if state.get("round", 0) >= cfg.max_rounds:
+        return "max_rounds"
+    if c.get("searches", 0) >= cfg.max_searches:
+        return "max_searches"
+    if c.get("model_calls", 0) >= cfg.max_model_calls:
+        return "max_model_calls"
+    if c.get("tokens", 0) >= cfg.max_tokens:
+        return "max_tokens"
+    return None
+
+
+# --------------------------------------------------------------------------- node bookkeeping
+
+
+def _plan_pre(state: dict, cfg: ResearchConfig) -> tuple[Any, dict | None]:
+    reason = budget_spent(state, cfg)
+    if reason:
+        return None, {"plan": [], "stop_reason": reason}
+    return state, None
+
+
+def _plan_post(state: dict, cfg: ResearchConfig, update: dict) -> dict:
+    plan = [str(q) for q in (update.get("plan") or [])][: cfg.max_subquestions]
+    rnd = state.get("round", 0) + 1
+    _emit({"event": "plan", "round": rnd, "plan": plan})
+    return {**update, "plan": plan, "round": rnd,
+            **({} if plan else {"stop_reason": "planner_done"})}
+
+
+def _approve(state: dict) -> dict:
+    """Pause for a human: resume with True (keep), False (stop) or a new list of sub-questions."""
+    if not state.get("plan"):
+        return {}
+    decision = interrupt({"question": state["question"], "round": state.get("round", 0),
+                          "plan": state["plan"]})
+    if decision is True or decision is None:
+        return {}
+    if decision is False:
+        return {"plan": [], "stop_reason": "plan_rejected"}
+    if isinstance(decision, list | tuple):
+        return {"plan": [str(q) for q in decision]}
+    raise ValueError(f"resume a plan approval with True, False or a list of sub-questions, "
+                     f"not {decision!r}")
+
+
+def _route_plan(base: ResearchConfig) -> Callable[..., Any]:
+    def route(state: dict, config: RunnableConfig) -> Any:
+        cfg = ResearchConfig.from_runnable_config(config, base=base)
+        plan = state.get("plan") or []
+        left = cfg.max_searches - (state.get("counters") or {}).get("searches", 0)
+        if not plan or left <= 0:
+            return "write"
+        plan = plan[:left]
+        seen = [p.chunk_id for p in state.get("passages") or []]
+        known = [p.title for p in state.get("evidence") or [] if p.title]
+        return [Send("search", SearchTask(question=state["question"], sub_question=q,
+                                          round=state.get("round", 0), seed=state.get("seed"),
+                                          seen=seen, known=known,
+                                          searches_left=max(1, left // len(plan))))
+                for q in plan]
+    return route
+
+
+def _search_post(task: dict, cfg: ResearchConfig, update: dict) -> dict:
+    for q in update.get("queries") or []:
+        _emit({"event": "search", "sub_question": task.get("sub_question"), "query": q.query,
+               "new": q.new, "miss": q.miss, "error": q.error})
+    return update
+
+
+def _select_post(state: dict, cfg: ResearchConfig, update: dict) -> dict:
+    evidence = update.get("evidence") or []
+    _emit({"event": "select", "kept": len(evidence),
+           "of": len(state.get("passages") or []), "titles": [p.title for p in evidence]})
+    return update
+
+
+def _route_select(base: ResearchConfig) -> Callable[..., str]:
+    def route(state: dict, config: RunnableConfig) -> str:
+        cfg = ResearchConfig.from_runnable_config(config, base=base)
+        return "write" if budget_spent(state, cfg) else "plan"
+    return route
+
+
+def _write_post(state: dict, cfg: ResearchConfig, update: dict) -> dict:
+    counters = add_counts(state.get("counters"), update.get("counters"))
+    stats = {**counters, "rounds": state.get("round", 0),
+             "passages": len(state.get("passages") or [])}
+    out = {**update, "stats": stats,
+           "retrieved": list(state.get("passages") or []),
+           "queries_made": list(state.get("queries") or []),
+           "observations": list(state.get("notes") or []) + list(update.get("notes") or []),
+           "stop_reason": state.get("stop_reason") or budget_spent(state, cfg) or "planner_done"}
+    out.setdefault("evidence", state.get("evidence") or [])
+    _emit({"event": "answer", "answer": out.get("answer", ""), "stats": stats})
+    return out
+
+
+def _passthrough(state: Any, cfg: ResearchConfig) -> tuple[Any, None]:
+    return state, None
+
+
+# --------------------------------------------------------------------------- the builder
+
+
+def resolve_tools(tools: Sequence[Any], cfg: ResearchConfig) -> list[BaseTool]:
+    """Knowledge bases, web retrievers, search backends or LangChain tools -> tools."""
+    out: list[BaseTool] = []
+    for t in tools:
+        if isinstance(t, KnowledgeBase):
+            out.append(as_tool(t, mode=cfg.search_mode))
+        elif isinstance(t, SearchBackend):
+            out.append(as_tool(WebRetriever(t, pages=cfg.web_pages)))
+        else:
+            out.append(as_tool(t))
+    return out
+
+
+def build_research_graph(*, planner: Role | None = None, searcher: Role | None = None,
+                         selector: Role | None = None, writer: Role | None = None,
+                         tools: Sequence[Any] = (), model: str | BaseChatModel | None = None,
+                         config: ResearchConfig | None = None, checkpointer: Any = None,
+                         name: str = "research") -> Any:
+    """Compile the research graph; any role may be any `(state) -> update` callable."""
+    cfg = config or ResearchConfig()
+    needs_model = (planner is None or writer is None or searcher is None
+                   or (selector is None and cfg.judge_passages))
+    chat = load_chat_model(model if model is not None else cfg.model) if needs_model else None
+    if searcher is None and not tools:
+        raise ValueError("build_research_graph needs tools= (a KnowledgeBase, a search backend, "
+                         "a WebRetriever or LangChain tools) or a searcher= callable")
+    planner = planner or Planner(chat, max_subquestions=cfg.max_subquestions,
+                                 temperature=cfg.temperature)
+    searcher = searcher or Searcher(chat, resolve_tools(tools, cfg), k=cfg.k,
+                                    max_attempts=cfg.max_attempts, relevance=cfg.relevance,
+                                    temperature=cfg.temperature)
+    selector = selector or Selector(chat if cfg.judge_passages else None, k=cfg.evidence_k,
+                                    judge=cfg.judge_passages)
+    writer = writer or Writer(chat, max_evidence=cfg.evidence_k, temperature=cfg.temperature)
+
+    g = StateGraph(ResearchState, input_schema=ResearchInput, output_schema=ResearchOutput)
+    g.add_node("plan", _node(planner, _plan_pre, _plan_post, cfg))
+    g.add_node("search", _node(searcher, _passthrough, _search_post, cfg))
+    g.add_node("select", _node(selector, _passthrough, _select_post, cfg))
+    g.add_node("write", _node(writer, _passthrough, _write_post, cfg))
+    g.add_edge(START, "plan")
+    if cfg.approve_plan:
+        g.add_node("approve", _approve)
+        g.add_edge("plan", "approve")
+        g.add_conditional_edges("approve", _route_plan(cfg), ["search", "write"])
+    else:
+        g.add_conditional_edges("plan", _route_plan(cfg), ["search", "write"])
+    g.add_edge("search", "select")
+    g.add_conditional_edges("select", _route_select(cfg), ["plan", "write"])
+    g.add_edge("write", END)
+    return g.compile(checkpointer=checkpointer, name=name)

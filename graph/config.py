@@ -1,0 +1,49 @@
+"""Run configuration: a frozen pydantic model, also readable from `RunnableConfig`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langchain_core.runnables import RunnableConfig
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ResearchConfig(BaseModel):
+    """Models, budgets and tool settings of a research run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field("local:smollm2", description="Model spec for every role.")
+    max_rounds: int = Field(2, ge=1, description="Plan -> search -> select rounds.")
+    max_subquestions: int = Field(3, ge=1, description="Sub-questions per round (fan-out).")
+    max_searches: int = Field(8, ge=0, description="Searches in the whole run.")
+    max_attempts: int = Field(3, ge=1, description="Searches per sub-question (retries after a miss).")
+    max_model_calls: int = Field(24, ge=1, description="Model calls before the writer is forced.")
+    max_tokens: int = Field(40_000, ge=1, description="Prompt + completion tokens before the writer is forced.")
+    k: int = Field(5, ge=1, description="Passages per search.")
+    evidence_k: int = Field(6, ge=1, description="Passages the selector keeps.")
+    search_mode: Literal["hybrid", "vector", "fts"] = "hybrid"
+    relevance: float = Field(0.5, ge=0, le=1, description="Word overlap that makes a new passage relevant (a search with none misses).")
+    judge_passages: bool = Field(False, description="Let the model judge each passage yes/no in the selector.")
+    approve_plan: bool = Field(False, description="Interrupt after each plan for approval (needs a checkpointer).")
+    temperature: float = Field(0.7, ge=0)
+    seed: int | None = Field(None, description="Run seed: the same seed samples the same run.")
+    web_pages: int = Field(3, ge=1, description="Pages fetched per web search.")
+
+    @classmethod
+    def from_runnable_config(cls, config: RunnableConfig | None = None, *,
+                             base: ResearchConfig | None = None) -> ResearchConfig:
+        """`base` (or the defaults) updated from `config["configurable"]`: flat keys, or a
+        `research` entry holding a `ResearchConfig` or a dict."""
+        configurable = dict((config or {}).get("configurable") or {})
+        values = base.model_dump() if base is not None else {}
+        nested = configurable.get("research")
+        if isinstance(nested, ResearchConfig):
+            values.update(nested.model_dump(exclude_unset=True))
+        else:
+            values.update({k: v for k, v in configurable.items() if k in cls.model_fields})
+            if isinstance(nested, dict):
+                values.update(nested)
+        if base is not None and values == base.model_dump():
+            return base
+        return cls(**values)

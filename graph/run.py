@@ -1,0 +1,275 @@
+"""Running research: `research`, `aresearch` and `research_many`.
+
+Each run builds the research graph over the given knowledge base and/or web search, records
+its trajectory with a `TrajectoryRecorder`, and (with `store=`) appends it to a
+`TrajectoryStore`. `research_many` runs tasks concurrently; the samples of one task share a
+`group_id` and differ by seed, as group-relative RL needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from langchain_core.language_models import BaseChatModel
+from langgraph.types import Command
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents import load_chat_model
+from agents.schemas import Citation, QueryRecord
+from graph.builder import build_research_graph
+from graph.config import ResearchConfig
+from graph.recording import TrajectoryRecorder
+from graph.store import TrajectoryStore
+from graph.trajectory import Trajectory
+from tools.knowledge import KnowledgeBase, Passage
+from tools.retrievers import WebRetriever
+from tools.web import SearchBackend, SearxngSearch
+
+MAX_QUESTION_CHARS = 4000
+
+
+class ResearchResult(BaseModel):
+    """What one research run produced."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    question: str
+    answer: str = ""
+    report: str = ""
+    citations: list[Citation] = Field(default_factory=list)
+    evidence: list[Passage] = Field(default_factory=list)
+    passages: list[Passage] = Field(default_factory=list)
+    queries: list[QueryRecord] = Field(default_factory=list)
+    observations: list[str] = Field(default_factory=list)
+    stats: dict[str, Any] = Field(default_factory=dict)
+    stop_reason: str = ""
+    task_id: str | None = None
+    group_id: str | None = None
+    trajectory: Trajectory | None = None
+    trajectory_id: str | None = None
+    error: str | None = None
+
+
+def check_question(question: Any) -> str:
+    """The question stripped, or a clear ValueError for an empty or huge one."""
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("the question is empty")
+    question = " ".join(question.split())
+    if len(question) > MAX_QUESTION_CHARS:
+        raise ValueError(f"the question has {len(question)} characters; at most "
+                         f"{MAX_QUESTION_CHARS} are accepted")
+    return question
+
+
+def resolve_sources(knowledge: Any = None, web: Any = None) -> list[Any]:
+    """Knowledge base (folder or object) and web search (SearXNG URL, backend or retriever)."""
+    sources: list[Any] = []
+    if knowledge is not None:
+        if isinstance(knowledge, str | Path):
+            if not Path(knowledge).exists():
+                raise FileNotFoundError(f"no knowledge base at {knowledge}: create one with "
+                                        f"`sleuth ingest PATH --kb {knowledge}`")
+            knowledge = KnowledgeBase(knowledge)
+        sources.append(knowledge)
+    if web is not None:
+        if isinstance(web, str):
+            # pages served by the chosen search endpoint's own host are trusted (the local
+            # corpus server lives on loopback); every other host goes through the SSRF guard
+            host = urlsplit(web).hostname or ""
+            web = WebRetriever(SearxngSearch(web), allow_hosts=[host])
+        elif isinstance(web, SearchBackend):
+            web = WebRetriever(web)
+        sources.append(web)
+    if not sources:
+        raise ValueError("research needs knowledge= (a KnowledgeBase or its folder) and/or "
+                         "web= (a SearXNG URL, a SearchBackend or a WebRetriever)")
+    return sources
+
+
+def _result(out: dict[str, Any], question: str, trajectory: Trajectory) -> ResearchResult:
+    return ResearchResult(
+        question=question, answer=out.get("answer", ""), report=out.get("report", ""),
+        citations=out.get("citations") or [], evidence=out.get("evidence") or [],
+        passages=out.get("retrieved") or [], queries=out.get("queries_made") or [],
+        observations=out.get("observations") or [], stats=out.get("stats") or {},
+        stop_reason=out.get("stop_reason", ""), task_id=trajectory.task_id,
+        group_id=trajectory.group_id, trajectory=trajectory)
+
+
+def _model_name(model: BaseChatModel) -> str:
+    return str(getattr(model, "model_name", None) or getattr(model, "model", None)
+               or type(model).__name__)
+
+
+class _Run:
+    """The parts of one run shared by the sync and async entry points."""
+
+    def __init__(self, question: str, *, model: str | BaseChatModel | None, knowledge: Any,
+                 web: Any, config: ResearchConfig | None, task_id: str | None,
+                 group_id: str | None, gold: dict[str, Any] | None, checkpointer: Any,
+                 thread_id: str | None, graph: Any = None):
+        self.question = check_question(question)
+        self.cfg = config or ResearchConfig()
+        self.chat = load_chat_model(model if model is not None else self.cfg.model)
+        self.graph = graph or build_research_graph(tools=resolve_sources(knowledge, web),
+                                                   model=self.chat, config=self.cfg,
+                                                   checkpointer=checkpointer)
+        self.recorder = TrajectoryRecorder()
+        self.thread_id = thread_id or uuid.uuid4().hex
+        self.config = {"callbacks": [self.recorder], "recursion_limit": 200,
+                       "configurable": {"thread_id": self.thread_id}}
+        self.resuming = False
+        if checkpointer is not None and thread_id is not None:
+            snapshot = self.graph.get_state(self.config)
+            self.resuming = bool(snapshot.next)
+        self.input = None if self.resuming else {"question": self.question, "task_id": task_id,
+                                                  "seed": self.cfg.seed}
+        self.meta = {"task_id": task_id, "group_id": group_id, "gold": gold}
+        self.t0 = time.perf_counter()
+
+    def finish(self, out: dict[str, Any], store: TrajectoryStore | None) -> ResearchResult:
+        seconds = time.perf_counter() - self.t0
+        traj = self.recorder.trajectory(
+            question=self.question, answer=out.get("answer", ""), report=out.get("report", ""),
+            citations=[c.model_dump() for c in out.get("citations") or []],
+            metrics={**(out.get("stats") or {}), "seconds": seconds,
+                     "stop_reason": out.get("stop_reason", "")},
+            model=_model_name(self.chat), config=self.cfg.model_dump(), **self.meta)
+        result = _result(out, self.question, traj)
+        result.stats["seconds"] = seconds
+        if store is not None:
+            store.append(traj)
+            result.trajectory_id = traj.id
+        return result
+
+
+def research(question: str, *, model: str | BaseChatModel | None = None, knowledge: Any = None,
+             web: Any = None, config: ResearchConfig | None = None,
+             store: TrajectoryStore | None = None, task_id: str | None = None,
+             group_id: str | None = None, gold: dict[str, Any] | None = None,
+             checkpointer: Any = None, thread_id: str | None = None,
+             approve: Callable[[dict[str, Any]], Any] | None = None,
+             on_event: Callable[[dict[str, Any]], None] | None = None) -> ResearchResult:
+    """Research a question over a knowledge base and/or the web; return answer and citations.
+
+    With a `checkpointer` and a `thread_id` whose run was interrupted, the run resumes from
+    its last checkpoint. `approve(payload)` answers plan-approval interrupts (set
+    `ResearchConfig(approve_plan=True)`); `on_event` receives progress events.
+    """
+    run = _Run(question, model=model, knowledge=knowledge, web=web, config=config,
+               task_id=task_id, group_id=group_id, gold=gold, checkpointer=checkpointer,
+               thread_id=thread_id)
+    payload: Any = run.input
+    while True:
+        out: dict[str, Any] = {}
+        interrupted = None
+        for mode, chunk in run.graph.stream(payload, run.config,
+                                            stream_mode=["custom", "values", "updates"]):
+            if mode == "custom" and on_event is not None:
+                on_event(chunk)
+            elif mode == "values":
+                out = chunk
+            elif mode == "updates" and "__interrupt__" in chunk:
+                interrupted = chunk["__interrupt__"][0].value
+        if interrupted is None:
+            break
+        if approve is None:
+            raise RuntimeError("the run paused for plan approval: pass approve= to research()")
+        payload = Command(resume=approve(interrupted))
+    return run.finish(out, store)
+
+
+async def aresearch(question: str, *, model: str | BaseChatModel | None = None,
+                    knowledge: Any = None, web: Any = None, config: ResearchConfig | None = None,
+                    store: TrajectoryStore | None = None, task_id: str | None = None,
+                    group_id: str | None = None, gold: dict[str, Any] | None = None,
+                    checkpointer: Any = None, thread_id: str | None = None) -> ResearchResult:
+    """Async `research` (no plan approval; use the graph directly for that)."""
+    run = _Run(question, model=model, knowledge=knowledge, web=web, config=config,
+               task_id=task_id, group_id=group_id, gold=gold, checkpointer=checkpointer,
+               thread_id=thread_id)
+    out = await run.graph.ainvoke(run.input, run.config)
+    return run.finish(out, store)
+
+
+def _task(t: str | dict[str, Any], i: int) -> dict[str, Any]:
+    if isinstance(t, str):
+        return {"id": f"q{i}", "question": t}
+    if not isinstance(t, dict) or "question" not in t:
+        raise ValueError(f"task {i} needs a 'question' field")
+    return {**t, "id": str(t.get("id") or f"q{i}")}
+
+
+def sample_seed(base: int | None, task_id: str, sample: int) -> int:
+    """The seed of one sample of one task: distinct per sample, reproducible per base seed."""
+    key = f"{base if base is not None else uuid.uuid4().hex}:{task_id}:{sample}"
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=6).digest(), "little")
+
+
+def research_many(tasks: Iterable[str | dict[str, Any]], *, samples_per_task: int = 1,
+                  concurrency: int = 4, store: TrajectoryStore | None = None,
+                  model: str | BaseChatModel | None = None, knowledge: Any = None,
+                  web: Any = None, config: ResearchConfig | None = None,
+                  on_result: Callable[[ResearchResult], None] | None = None,
+                  ) -> list[ResearchResult]:
+    """Run many tasks (questions or task dicts), `samples_per_task` each, `concurrency` at once.
+
+    Samples of one task share a `group_id`. A run that fails becomes a result with `error`
+    set; the others go on. Results come back in task order.
+    """
+    cfg = config or ResearchConfig()
+    chat = load_chat_model(model if model is not None else cfg.model)
+    sources = resolve_sources(knowledge, web)
+    graph = build_research_graph(tools=sources, model=chat, config=cfg)
+    jobs: list[tuple[dict[str, Any], int, str]] = []
+    for i, raw in enumerate(tasks):
+        task = _task(raw, i)
+        group = f"{task['id']}:{uuid.uuid4().hex[:8]}"
+        jobs.extend((task, s, group) for s in range(samples_per_task))
+
+    def one(job: tuple[dict[str, Any], int, str]) -> ResearchResult:
+        task, s, group = job
+        run_cfg = cfg.model_copy(update={"seed": sample_seed(cfg.seed, task["id"], s)})
+        gold = {k: task[k] for k in ("answer", "aliases", "type", "docs") if k in task} or None
+        try:
+            run = _Run(task["question"], model=chat, knowledge=None, web=None, config=run_cfg,
+                       task_id=task["id"], group_id=group, gold=gold, checkpointer=None,
+                       thread_id=None, graph=graph)
+            result = run.finish(graph.invoke(run.input, run.config), store)
+        except (ValueError, OSError, RuntimeError) as e:
+            result = ResearchResult(question=str(task.get("question", "")), task_id=task["id"],
+                                    group_id=group, error=f"{type(e).__name__}: {e}")
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        return list(pool.map(one, jobs))
+
+
+def default_tasks_from(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Tasks of a task JSONL file (the ../shared/data format), at most `limit`."""
+    import json
+
+    rows = []
+    with Path(path).open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
+
+
+__all__: Sequence[str] = ["ResearchResult", "aresearch", "research", "research_many",
+                          "default_tasks_from", "check_question", "resolve_sources"]
