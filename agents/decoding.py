@@ -65,7 +65,7 @@ class PrefixCache:
             return self.entries[prefix]
         self.misses += 1
         cache = DynamicCache()
-        model(input_ids=torch.tensor([prefix]), past_key_values=cache, use_cache=True)
+        model(input_ids=torch.tensor([prefix]), cache=cache, use_cache=True, logits_to_keep=1)
         kv = [(layer.keys, layer.values) for layer in cache.layers]
         self.entries[prefix] = kv
         if len(self.entries) > self.size:
@@ -202,8 +202,8 @@ class Batcher:
         finish = [""] * B
         alive = list(range(B))  # request index of each row still in the batch
         next_pos = pos[:, -1] + 1
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                            past_key_values=cache, use_cache=True).logits[:, -1, :]
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
+                            use_cache=True, logits_to_keep=1).logits[:, -1, :]
         while alive:
             keep, new_tokens = [], []
             for row, i in enumerate(alive):
@@ -229,7 +229,7 @@ class Batcher:
             mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=torch.long)], dim=1)
             logits = self.model(input_ids=torch.tensor(new_tokens).unsqueeze(1),
                                 attention_mask=mask, position_ids=next_pos.unsqueeze(1),
-                                past_key_values=cache, use_cache=True).logits[:, -1, :]
+                                cache=cache, use_cache=True).logits[:, -1, :]
             next_pos = next_pos + 1
         for i, r in enumerate(reqs):
             text = self.tokenizer.decode(outs[i], skip_special_tokens=True)  # type: ignore[attr-defined]

