@@ -31,6 +31,8 @@ from tools.retrievers import WebRetriever
 from tools.web import SearchBackend
 
 Role = Callable[[Any], Any]
+COUNTERS = ("model_calls", "prompt_tokens", "completion_tokens", "tokens", "format_failures",
+            "model_errors", "searches", "misses", "searches_after_miss", "dropped_citations")
 
 
 def _is_async(fn: Any) -> bool:
@@ -151,7 +153,7 @@ def _route_select(base: ResearchConfig) -> Callable[..., str]:
 
 def _write_post(state: dict, cfg: ResearchConfig, update: dict) -> dict:
     counters = add_counts(state.get("counters"), update.get("counters"))
-    stats = {**counters, "rounds": state.get("round", 0),
+    stats = {**dict.fromkeys(COUNTERS, 0), **counters, "rounds": state.get("round", 0),
              "passages": len(state.get("passages") or [])}
     out = {**update, "stats": stats,
            "retrieved": list(state.get("passages") or []),

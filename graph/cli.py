@@ -157,6 +157,157 @@ def world(seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
                   f"{task_file}", soft_wrap=True)
 
 
+# --------------------------------------------------------------------------- research
+
+
+def _describe(event: dict[str, Any]) -> str | None:
+    kind = event.get("event")
+    if kind == "plan":
+        plan = event.get("plan") or []
+        if not plan:
+            return f"[bold]plan[/bold] round {event.get('round')}: enough evidence, writing"
+        items = "  ".join(f"{i}. {q}" for i, q in enumerate(plan, 1))
+        return f"[bold]plan[/bold] round {event.get('round')}: {items}"
+    if kind == "search":
+        status = ("[red]error[/red] " + str(event.get("error"))) if event.get("error") else (
+            "[yellow]miss[/yellow]" if event.get("miss") else "[green]hit[/green]")
+        return f"[bold]search[/bold] {event.get('query')!r}: {event.get('new')} new, {status}"
+    if kind == "select":
+        return f"[bold]select[/bold] kept {event.get('kept')} of {event.get('of')} passages"
+    return None
+
+
+def _print_result(result: Any) -> None:
+    out.print(f"\n[bold]Answer:[/bold] {result.answer or '(none)'}", highlight=False)
+    if result.report and result.report != result.answer:
+        out.print(result.report, highlight=False, markup=False)
+    if result.citations:
+        out.print("[bold]Citations[/bold]")
+        for c in result.citations:
+            out.print(f"  [{c.n}] {c.title} ({c.url or c.doc_id})", highlight=False, markup=False)
+    s = result.stats
+    out.print(f"[dim]{s.get('model_calls', 0)} model calls, {s.get('searches', 0)} searches "
+              f"({s.get('misses', 0)} missed), {s.get('tokens', 0)} tokens, "
+              f"{s.get('seconds', 0):.1f} s, stop: {result.stop_reason}[/dim]")
+    if result.trajectory_id:
+        out.print(f"[dim]trajectory {result.trajectory_id}[/dim]")
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    return {"question": result.question, "answer": result.answer, "report": result.report,
+            "citations": [c.model_dump() for c in result.citations],
+            "stats": result.stats, "stop_reason": result.stop_reason,
+            "observations": result.observations, "trajectory_id": result.trajectory_id}
+
+
+@app.command()
+def ask(question: Annotated[str, typer.Argument(help="The question to research.")],
+        kb: Annotated[Path | None, typer.Option("--kb", help="Knowledge-base folder.")] = None,
+        web: Annotated[str | None, typer.Option(help="SearXNG-compatible search URL.")] = None,
+        model: Annotated[str, typer.Option(help="Model spec.")] = "local:smollm2",
+        record: Annotated[Path | None, typer.Option(help="Store the trajectory in this folder.")] = None,
+        max_rounds: Annotated[int, typer.Option(help="Research rounds.")] = 3,
+        temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.0,
+        seed: Annotated[int | None, typer.Option(help="Run seed.")] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+        ) -> None:
+    """Research a question with the planner, searcher, selector and writer agents."""
+    from graph.config import ResearchConfig
+    from graph.run import research
+    from graph.store import TrajectoryStore
+
+    if kb is None and web is None:
+        _fail("give a source: --kb DIR (see `sleuth ingest`) and/or --web SEARXNG_URL")
+    try:
+        cfg = ResearchConfig(model=model, max_rounds=max_rounds, temperature=temperature,
+                             seed=seed)
+        with err.status("loading model and tools ...") as status:
+            def show(event: dict[str, Any]) -> None:
+                line = _describe(event)
+                if line:
+                    err.print(line, highlight=False, soft_wrap=True)
+                    status.update("thinking ...")
+            result = research(question, knowledge=kb, web=web, config=cfg,
+                              store=TrajectoryStore(record) if record else None,
+                              on_event=None if json_out else show)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        _fail(str(e))
+    if json_out:
+        _print_json(_result_json(result))
+    else:
+        _print_result(result)
+
+
+@app.command("record")
+def record_cmd(tasks: Annotated[Path, typer.Argument(help="Task JSONL (the ../shared/data format).")],
+               out_dir: Annotated[Path, typer.Option("--out", help="Trajectory store folder.")],
+               kb: Annotated[Path | None, typer.Option(
+                   "--kb", help="Knowledge base (built from the tasks' docs if absent).")] = None,
+               corpus_server: Annotated[bool, typer.Option(
+                   "--corpus-server", help="Serve the tasks' docs as a local web and search it.")] = False,
+               samples: Annotated[int, typer.Option(help="Samples per task (one group).")] = 1,
+               concurrency: Annotated[int, typer.Option(help="Runs at once.")] = 4,
+               limit: Annotated[int | None, typer.Option(help="First N tasks only.")] = None,
+               model: Annotated[str, typer.Option(help="Model spec.")] = "local:smollm2",
+               temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+               seed: Annotated[int | None, typer.Option(help="Base seed.")] = None,
+               json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+               ) -> None:
+    """Run many tasks and store their trajectories (samples of a task share a group id)."""
+    from rich.progress import Progress
+
+    from graph.config import ResearchConfig
+    from graph.run import default_tasks_from, research_many
+    from graph.store import TrajectoryStore
+    from tools.corpus_server import CorpusServer
+    from tools.knowledge import KnowledgeBase
+
+    if (kb is None) == (not corpus_server):
+        _fail("choose one source: --kb DIR or --corpus-server")
+    try:
+        rows = default_tasks_from(tasks, limit)
+    except (OSError, ValueError) as e:
+        _fail(str(e))
+    if not rows:
+        _fail(f"{tasks} holds no tasks")
+    docs = list({d["doc_id"]: d for t in rows for d in t.get("docs") or []}.values())
+    if not docs and (corpus_server or (kb is not None and not kb.exists())):
+        _fail(f"the tasks in {tasks} carry no docs to search: give an existing --kb")
+    server = None
+    try:
+        if corpus_server:
+            server = CorpusServer(docs).start()
+            sources: dict[str, Any] = {"web": server.url}
+        else:
+            assert kb is not None
+            if not kb.exists():
+                err.print(f"building knowledge base {kb} from {len(docs)} task documents")
+                KnowledgeBase(kb).ingest(docs)
+            sources = {"knowledge": kb}
+        cfg = ResearchConfig(model=model, temperature=temperature, seed=seed)
+        store = TrajectoryStore(out_dir)
+        with Progress(console=err, disable=json_out) as progress:
+            bar = progress.add_task("research", total=len(rows) * samples)
+            results = research_many(rows, samples_per_task=samples, concurrency=concurrency,
+                                    store=store, config=cfg,
+                                    on_result=lambda r: progress.advance(bar), **sources)
+    except (ValueError, FileNotFoundError, ImportError, OSError) as e:
+        _fail(str(e))
+    finally:
+        if server is not None:
+            server.stop()
+    failed = [r for r in results if r.error]
+    summary = {"trajectories": len(results) - len(failed), "failed": len(failed),
+               "tasks": len(rows), "samples": samples, "store": str(out_dir),
+               "errors": [r.error for r in failed][:5]}
+    if json_out:
+        _print_json(summary)
+    else:
+        err.print(f"recorded {summary['trajectories']} trajectories of {len(rows)} tasks into "
+                  f"{out_dir}" + (f" ({len(failed)} failed: {failed[0].error})" if failed else ""),
+                  soft_wrap=True)
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

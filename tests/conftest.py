@@ -109,3 +109,40 @@ def corpus_server(small_world):
 
     with CorpusServer(small_world.docs) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real SmolLM2-135M-Instruct as a LocalChatModel (converted once per SLEUTH_HOME)."""
+    from agents import load_chat_model
+
+    return load_chat_model("local:smollm2")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(smollm2):
+    """A randomly initialised 2-layer Llama with the SmolLM2 tokenizer: fast, not smart."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from agents import LocalChatModel
+
+    torch.manual_seed(0)
+    tok = smollm2.tokenizer
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=4096, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg).eval()
+    return LocalChatModel(model=model, tokenizer=tok, model_name="tiny-llama",
+                          max_new_tokens=16)
+
+
+@pytest.fixture(scope="session")
+def world_kb(small_world, tmp_path_factory):
+    """The small world ingested into a real knowledge base (real MiniLM embeddings)."""
+    from tools.knowledge import KnowledgeBase
+
+    kb = KnowledgeBase(tmp_path_factory.mktemp("world_kb"))
+    kb.ingest(small_world.docs, progress=False)
+    return kb
