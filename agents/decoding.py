@@ -3,12 +3,14 @@
 Why not `model.generate`: it samples a batch from one global RNG (a request's tokens would
 then depend on what it was batched with), and it cannot start a batch from a shared cached
 prefix. Here each request samples from its own `torch.Generator`, the KV cache of a static
-prompt prefix (instructions + worked example) is computed once per prefix and expanded
-across the batch, and finished rows are dropped from the batch as they end.
+prompt prefix (instructions + worked examples) is computed once per prefix and reused by
+every call of that role, and finished rows are dropped from the batch as they end.
 
-Layout of a batch row (prefix P tokens, suffix of the longest row S tokens):
-    [prefix (cached) | padding | suffix_i]   attention mask 1/0/1, positions P.. for suffix_i
-Without a cached prefix this is plain left padding.
+Calls of different roles (different prefixes, or none) share one batch. Row i, with a cached
+prefix of P_i tokens, the longest prefix P and the longest suffix S:
+    [zeros (P - P_i) | prefix_i KV | padding | suffix_i]   mask 0 / 1 / 0 / 1
+positions run 0..P_i-1 over the prefix and continue from P_i over the suffix, so every row
+computes exactly what it would compute alone.
 """
 
 from __future__ import annotations
@@ -159,43 +161,39 @@ class Batcher:
                     self._queue.put(None)
                     break
                 batch.append(nxt)
-            groups: dict[tuple[int, ...], list[tuple[GenerationRequest, Future]]] = {}
-            for req, fut in batch:
-                groups.setdefault(tuple(req.prompt_ids[:req.prefix_len]), []).append((req, fut))
-            for prefix, members in groups.items():
-                try:
-                    self.run([r for r, _ in members], prefix)
-                except BaseException as e:  # noqa: BLE001 - the caller gets the error
-                    for _, fut in members:
-                        if not fut.done():
-                            fut.set_exception(e)
-                    continue
-                for _, fut in members:
-                    fut.set_result(None)
+            try:
+                self.run([r for r, _ in batch])
+            except BaseException as e:  # noqa: BLE001 - the callers get the error
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            for _, fut in batch:
+                fut.set_result(None)
 
     @torch.no_grad()
-    def run(self, reqs: list[GenerationRequest], prefix: tuple[int, ...] = ()) -> None:
-        """Decode a batch of requests that share `prefix`; sets each `req.result`."""
+    def run(self, reqs: list[GenerationRequest]) -> None:
+        """Decode a batch of requests (with or without cached prefixes); sets `req.result`."""
         self.batch_sizes.append(len(reqs))
-        P = len(prefix)
-        suffixes = [r.prompt_ids[P:] for r in reqs]
-        if P and any(not s for s in suffixes):  # nothing after the prefix: no cache reuse
-            P, prefix, suffixes = 0, (), [r.prompt_ids for r in reqs]
-        B, S = len(reqs), max(len(s) for s in suffixes)
+        kvs: list[list[tuple[torch.Tensor, torch.Tensor]] | None] = []
+        for r in reqs:
+            usable = 0 < r.prefix_len < len(r.prompt_ids)  # a suffix must remain to decode
+            kvs.append(self.prefixes.get(self.model, tuple(r.prompt_ids[:r.prefix_len]))
+                       if usable else None)
+        plen = [r.prefix_len if kv is not None else 0 for r, kv in zip(reqs, kvs, strict=True)]
+        suffixes = [r.prompt_ids[n:] for r, n in zip(reqs, plen, strict=True)]
+        B, P, S = len(reqs), max(plen), max(len(s) for s in suffixes)
         ids = torch.full((B, S), self.pad_id, dtype=torch.long)
         mask = torch.zeros((B, P + S), dtype=torch.long)
         pos = torch.ones((B, S), dtype=torch.long)
-        mask[:, :P] = 1
-        for i, s in enumerate(suffixes):
+        for i, (s, n) in enumerate(zip(suffixes, plen, strict=True)):
             ids[i, S - len(s):] = torch.tensor(s)
+            mask[i, P - n:P] = 1
             mask[i, P + S - len(s):] = 1
-            pos[i, S - len(s):] = torch.arange(P, P + len(s))
+            pos[i, S - len(s):] = torch.arange(n, n + len(s))
         cache = DynamicCache()
         if P:
-            kv = self.prefixes.get(self.model, prefix)
-            cache = DynamicCache(ddp_cache_data=[(k.expand(B, -1, -1, -1).contiguous(),
-                                                  v.expand(B, -1, -1, -1).contiguous())
-                                                 for k, v in kv])
+            cache = DynamicCache(ddp_cache_data=self._stack_prefixes(kvs, plen, P))
         gens = [torch.Generator().manual_seed(r.seed) for r in reqs]
         outs: list[list[int]] = [[] for _ in reqs]
         lps: list[list[float]] = [[] for _ in reqs]
@@ -235,6 +233,25 @@ class Batcher:
             text = self.tokenizer.decode(outs[i], skip_special_tokens=True)  # type: ignore[attr-defined]
             r.result = GenerationOutput(token_ids=outs[i], logprobs=lps[i], text=text,
                                         finish_reason=finish[i] or "length")
+
+    @staticmethod
+    def _stack_prefixes(kvs: list, plen: list[int], P: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the rows' prefix keys/values left-padded with zeros to P positions
+        (the attention mask hides the padding)."""
+        template = next(kv for kv in kvs if kv is not None)
+        layers = []
+        for layer, (k0, v0) in enumerate(template):
+            ks, vs = [], []
+            for kv, n in zip(kvs, plen, strict=True):
+                k = torch.zeros((1, k0.shape[1], P, k0.shape[3]), dtype=k0.dtype)
+                v = torch.zeros((1, v0.shape[1], P, v0.shape[3]), dtype=v0.dtype)
+                if kv is not None:
+                    k[:, :, P - n:] = kv[layer][0]
+                    v[:, :, P - n:] = kv[layer][1]
+                ks.append(k)
+                vs.append(v)
+            layers.append((torch.cat(ks), torch.cat(vs)))
+        return layers
 
     def _hit_stop(self, ids: list[int], stops: list[str]) -> bool:
         tail = self.tokenizer.decode(ids[-16:], skip_special_tokens=True)  # type: ignore[attr-defined]

@@ -118,9 +118,9 @@ class _Run:
         self.question = check_question(question)
         self.cfg = config or ResearchConfig()
         self.chat = load_chat_model(model if model is not None else self.cfg.model)
-        self.graph = graph or build_research_graph(tools=resolve_sources(knowledge, web),
-                                                   model=self.chat, config=self.cfg,
-                                                   checkpointer=checkpointer)
+        self.graph = graph if graph is not None else build_research_graph(
+            tools=resolve_sources(knowledge, web),
+            model=self.chat, config=self.cfg, checkpointer=checkpointer)
         self.recorder = TrajectoryRecorder()
         self.thread_id = thread_id or uuid.uuid4().hex
         self.config = {"callbacks": [self.recorder], "recursion_limit": 200,
@@ -156,16 +156,18 @@ def research(question: str, *, model: str | BaseChatModel | None = None, knowled
              group_id: str | None = None, gold: dict[str, Any] | None = None,
              checkpointer: Any = None, thread_id: str | None = None,
              approve: Callable[[dict[str, Any]], Any] | None = None,
-             on_event: Callable[[dict[str, Any]], None] | None = None) -> ResearchResult:
+             on_event: Callable[[dict[str, Any]], None] | None = None,
+             graph: Any = None) -> ResearchResult:
     """Research a question over a knowledge base and/or the web; return answer and citations.
 
     With a `checkpointer` and a `thread_id` whose run was interrupted, the run resumes from
     its last checkpoint. `approve(payload)` answers plan-approval interrupts (set
-    `ResearchConfig(approve_plan=True)`); `on_event` receives progress events.
+    `ResearchConfig(approve_plan=True)`); `on_event` receives progress events. `graph=`
+    reuses a compiled research graph (then `knowledge`/`web` are not needed).
     """
     run = _Run(question, model=model, knowledge=knowledge, web=web, config=config,
                task_id=task_id, group_id=group_id, gold=gold, checkpointer=checkpointer,
-               thread_id=thread_id)
+               thread_id=thread_id, graph=graph)
     payload: Any = run.input
     while True:
         out: dict[str, Any] = {}

@@ -51,7 +51,10 @@ def test_same_seed_same_sample_and_prefix_cache_reused(smollm2):
 
 def test_batched_equals_unbatched(tiny_model):
     prompts = [PROMPT[:-1] + [HumanMessage(f"Sub-question: where was person {i} born?")]
-               for i in range(6)] + [[HumanMessage("no system prompt, no prefix to cache")]]
+               for i in range(6)] + [[HumanMessage("no system prompt, no prefix to cache")],
+                                     [SystemMessage("another role, longer instructions " * 6),
+                                      HumanMessage("example"), AIMessage("reply"),
+                                      HumanMessage("a different prefix in the same batch")]]
     opts = [dict(seed=i, temperature=[0.0, 0.7, 1.3][i % 3], top_p=[1.0, 0.9][i % 2],
                  max_new_tokens=4 + 3 * i) for i in range(len(prompts))]
     alone = [tiny_model.invoke(p, **o) for p, o in zip(prompts, opts, strict=True)]

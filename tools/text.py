@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import string
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
+_PUNCT = frozenset(string.punctuation)
 STOP_WORDS = frozenset(
     "a an and are as at be by for from has have he her his in is it its of on or she that the "
     "their they this to was were what when where which who whom whose why how with did does do "
@@ -22,3 +24,10 @@ def overlap(query: str, text: str) -> float:
     if not q:
         return 0.0
     return len(q & set(tokenize(text))) / len(q)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lower-case, drop punctuation and articles, collapse spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
