@@ -4,7 +4,8 @@ Why not `model.generate`: it samples a batch from one global RNG (a request's to
 then depend on what it was batched with), and it cannot start a batch from a shared cached
 prefix. Here each request samples from its own `torch.Generator`, the KV cache of a static
 prompt prefix (instructions + worked examples) is computed once per prefix and reused by
-every call of that role, and finished rows are dropped from the batch as they end.
+every call of that role, requests join a running batch at the next decode step (continuous
+batching), and finished rows leave it (and their callers are answered) as they end.
 
 Calls of different roles (different prefixes, or none) share one batch. Row i, with a cached
 prefix of P_i tokens, the longest prefix P and the longest suffix S:
@@ -94,14 +95,10 @@ def _eos_ids(tokenizer: object, model: torch.nn.Module) -> set[int]:
     return ids
 
 
-def _sample(logits: torch.Tensor, req: GenerationRequest, gen: torch.Generator) -> tuple[int, float]:
-    """Draw one token; return it with its logprob under softmax(logits / T), pre top-p."""
-    logits = logits.float()
+def _sample(logp: torch.Tensor, req: GenerationRequest, gen: torch.Generator) -> int:
+    """Draw one token from log-probabilities softmax(logits / T) (argmax when T = 0)."""
     if req.temperature <= 0:
-        logp = torch.log_softmax(logits, dim=-1)
-        tok = int(torch.argmax(logits))
-        return tok, float(logp[tok])
-    logp = torch.log_softmax(logits / req.temperature, dim=-1)
+        return int(torch.argmax(logp))
     probs = logp.exp()
     if req.top_p < 1.0:
         sorted_p, order = torch.sort(probs, descending=True)
@@ -109,15 +106,42 @@ def _sample(logits: torch.Tensor, req: GenerationRequest, gen: torch.Generator) 
         filtered = torch.zeros_like(probs)
         filtered[order[keep]] = sorted_p[keep]
         probs = filtered
-    tok = int(torch.multinomial(probs, 1, generator=gen))
-    return tok, float(logp[tok])
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+@dataclass
+class _Row:
+    """One request being decoded."""
+
+    req: GenerationRequest
+    fut: Future
+    gen: torch.Generator
+    next_pos: int = 0
+    out: list[int] = field(default_factory=list)
+    lps: list[float] = field(default_factory=list)
+
+
+def _pad_left(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    """Left-pad a tensor with zeros along `dim` to `length`."""
+    missing = length - t.shape[dim]
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([torch.zeros(shape, dtype=t.dtype), t], dim=dim)
 
 
 class Batcher:
-    """A worker thread that gathers concurrent requests and decodes them together."""
+    """A worker thread that decodes concurrent requests together (continuous batching).
+
+    A request arriving while others decode joins the running batch at the next step: its
+    prompt is prefilled on its own (from its cached prefix), then its KV cache is merged into
+    the batch's, both left-padded with masked zeros to a common length. A row leaves the
+    batch, and its caller is answered, as soon as it finishes.
+    """
 
     def __init__(self, model: torch.nn.Module, tokenizer: object, *, window_s: float = 0.005,
-                 max_batch: int = 8, prefix_cache_size: int = 16):
+                 max_batch: int = 16, prefix_cache_size: int = 16):
         self.model = model
         self.tokenizer = tokenizer
         self.window_s = window_s
@@ -127,8 +151,9 @@ class Batcher:
         pad = getattr(tokenizer, "pad_token_id", None)
         self.pad_id = pad if pad is not None else min(self.eos or {0})
         self.max_positions = getattr(getattr(model, "config", None), "max_position_embeddings", 1 << 20)
-        self.batch_sizes: list[int] = []
+        self.batch_sizes: list[int] = []  # rows decoding together, after each admission
         self._queue: queue.Queue[tuple[GenerationRequest, Future] | None] = queue.Queue()
+        self._closed = False
         self._thread = threading.Thread(target=self._loop, daemon=True, name="sleuth-decode")
         self._thread.start()
 
@@ -145,36 +170,69 @@ class Batcher:
         """Stop the worker after the queued requests."""
         self._queue.put(None)
 
-    def _loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batch = [item]
+    # ------------------------------------------------------------------ the loop
+
+    def _take(self, block: bool, room: int) -> list[tuple[GenerationRequest, Future]]:
+        items: list[tuple[GenerationRequest, Future]] = []
+        if room <= 0:
+            return items
+        if block:
+            first = self._queue.get()
+            if first is None:
+                self._closed = True
+                return items
+            items.append(first)
             deadline = time.monotonic() + self.window_s
-            while len(batch) < self.max_batch:
+            while len(items) < room:
                 try:
                     nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if nxt is None:
-                    self._queue.put(None)
+                    self._closed = True
                     break
-                batch.append(nxt)
+                items.append(nxt)
+            return items
+        while len(items) < room:
             try:
-                self.run([r for r, _ in batch])
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self._closed = True
+                break
+            items.append(nxt)
+        return items
+
+    def _loop(self) -> None:
+        rows: list[_Row] = []
+        cache: DynamicCache | None = None
+        mask: torch.Tensor | None = None
+        while not (self._closed and not rows):
+            new = self._take(block=not rows, room=self.max_batch - len(rows))
+            try:
+                if new:
+                    rows, cache, mask = self._admit(new, rows, cache, mask)
+                    self.batch_sizes.append(len(rows))
+                if rows:
+                    rows, cache, mask = self._step(rows, cache, mask)
             except BaseException as e:  # noqa: BLE001 - the callers get the error
-                for _, fut in batch:
+                for r in rows:
+                    if not r.fut.done():
+                        r.fut.set_exception(e)
+                for _, fut in new:
                     if not fut.done():
                         fut.set_exception(e)
-                continue
-            for _, fut in batch:
-                fut.set_result(None)
+                rows, cache, mask = [], None, None
+
+    # ------------------------------------------------------------------ prefill and step
 
     @torch.no_grad()
-    def run(self, reqs: list[GenerationRequest]) -> None:
-        """Decode a batch of requests (with or without cached prefixes); sets `req.result`."""
-        self.batch_sizes.append(len(reqs))
+    def _admit(self, new: list[tuple[GenerationRequest, Future]], rows: list[_Row],
+               cache: DynamicCache | None, mask: torch.Tensor | None,
+               ) -> tuple[list[_Row], DynamicCache | None, torch.Tensor | None]:
+        """Prefill new requests, sample their first token, merge them into the batch."""
+        reqs = [r for r, _ in new]
         kvs: list[list[tuple[torch.Tensor, torch.Tensor]] | None] = []
         for r in reqs:
             usable = 0 < r.prefix_len < len(r.prompt_ids)  # a suffix must remain to decode
@@ -184,55 +242,91 @@ class Batcher:
         suffixes = [r.prompt_ids[n:] for r, n in zip(reqs, plen, strict=True)]
         B, P, S = len(reqs), max(plen), max(len(s) for s in suffixes)
         ids = torch.full((B, S), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((B, P + S), dtype=torch.long)
+        new_mask = torch.zeros((B, P + S), dtype=torch.long)
         pos = torch.ones((B, S), dtype=torch.long)
         for i, (s, n) in enumerate(zip(suffixes, plen, strict=True)):
             ids[i, S - len(s):] = torch.tensor(s)
-            mask[i, P - n:P] = 1
-            mask[i, P + S - len(s):] = 1
+            new_mask[i, P - n:P] = 1
+            new_mask[i, P + S - len(s):] = 1
             pos[i, S - len(s):] = torch.arange(n, n + len(s))
-        cache = DynamicCache()
-        if P:
-            cache = DynamicCache(ddp_cache_data=self._stack_prefixes(kvs, plen, P))
-        gens = [torch.Generator().manual_seed(r.seed) for r in reqs]
-        outs: list[list[int]] = [[] for _ in reqs]
-        lps: list[list[float]] = [[] for _ in reqs]
-        finish = [""] * B
-        alive = list(range(B))  # request index of each row still in the batch
-        next_pos = pos[:, -1] + 1
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
-                            use_cache=True, logits_to_keep=1).logits[:, -1, :]
-        while alive:
-            keep, new_tokens = [], []
-            for row, i in enumerate(alive):
-                tok, lp = _sample(logits[row], reqs[i], gens[i])
-                outs[i].append(tok)
-                lps[i].append(lp)
-                if tok in self.eos:
-                    finish[i] = "stop"
-                elif reqs[i].stop and self._hit_stop(outs[i], reqs[i].stop):
-                    finish[i] = "stop"
-                elif len(outs[i]) >= reqs[i].max_new_tokens:
-                    finish[i] = "length"
-                else:
-                    keep.append(row)
-                    new_tokens.append(tok)
+        new_cache = (DynamicCache(ddp_cache_data=self._stack_prefixes(kvs, plen, P)) if P
+                     else DynamicCache())
+        logits = self.model(input_ids=ids, attention_mask=new_mask, position_ids=pos,
+                            cache=new_cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+        admitted = [_Row(req=r, fut=f, gen=torch.Generator().manual_seed(r.seed),
+                         next_pos=len(r.prompt_ids)) for r, f in new]
+        keep = self._sample_all(admitted, logits)
+        if not keep:
+            return rows, cache, mask
+        idx = torch.tensor(keep)
+        new_cache.batch_select_indices(idx)
+        new_mask = new_mask[idx]
+        admitted = [admitted[i] for i in keep]
+        if not rows:
+            return admitted, new_cache, new_mask
+        assert cache is not None and mask is not None
+        length = max(mask.shape[1], new_mask.shape[1])
+        merged = []
+        for old, fresh in zip(cache.layers, new_cache.layers, strict=True):
+            merged.append((torch.cat([_pad_left(old.keys, length, 2), _pad_left(fresh.keys, length, 2)]),
+                           torch.cat([_pad_left(old.values, length, 2),
+                                      _pad_left(fresh.values, length, 2)])))
+        mask = torch.cat([_pad_left(mask, length, 1), _pad_left(new_mask, length, 1)])
+        return rows + admitted, DynamicCache(ddp_cache_data=merged), mask
+
+    @torch.no_grad()
+    def _step(self, rows: list[_Row], cache: DynamicCache | None, mask: torch.Tensor | None,
+              ) -> tuple[list[_Row], DynamicCache | None, torch.Tensor | None]:
+        """Decode one token for every row; drop the rows that finish."""
+        assert cache is not None and mask is not None
+        mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
+        tokens = torch.tensor([[r.out[-1]] for r in rows])
+        positions = torch.tensor([[r.next_pos] for r in rows])
+        logits = self.model(input_ids=tokens, attention_mask=mask, position_ids=positions,
+                            cache=cache, use_cache=True).logits[:, -1, :]
+        for r in rows:
+            r.next_pos += 1
+        keep = self._sample_all(rows, logits)
+        if len(keep) < len(rows):
             if not keep:
-                break
-            if len(keep) < len(alive):
-                idx = torch.tensor(keep)
-                cache.batch_select_indices(idx)
-                mask, next_pos = mask[idx], next_pos[idx]
-                alive = [alive[r] for r in keep]
-            mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=torch.long)], dim=1)
-            logits = self.model(input_ids=torch.tensor(new_tokens).unsqueeze(1),
-                                attention_mask=mask, position_ids=next_pos.unsqueeze(1),
-                                cache=cache, use_cache=True).logits[:, -1, :]
-            next_pos = next_pos + 1
-        for i, r in enumerate(reqs):
-            text = self.tokenizer.decode(outs[i], skip_special_tokens=True)  # type: ignore[attr-defined]
-            r.result = GenerationOutput(token_ids=outs[i], logprobs=lps[i], text=text,
-                                        finish_reason=finish[i] or "length")
+                return [], None, None
+            idx = torch.tensor(keep)
+            cache.batch_select_indices(idx)
+            mask = mask[idx]
+            rows = [rows[i] for i in keep]
+            first = int(torch.nonzero(mask.any(dim=0))[0])  # drop columns no row attends to
+            if first:
+                mask = mask[:, first:]
+                for layer in cache.layers:
+                    layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+        return rows, cache, mask
+
+    def _sample_all(self, rows: list[_Row], logits: torch.Tensor) -> list[int]:
+        """Sample each row's next token; finish rows that end; return the indices that go on.
+
+        Logprobs are taken under softmax(logits / T) before top-p (T = 1 for greedy rows),
+        the distribution the trainer evaluates.
+        """
+        temps = torch.tensor([[r.req.temperature if r.req.temperature > 0 else 1.0] for r in rows])
+        logp = torch.log_softmax(logits.float() / temps, dim=-1)
+        keep = []
+        for i, r in enumerate(rows):
+            tok = _sample(logp[i], r.req, r.gen)
+            r.out.append(tok)
+            r.lps.append(float(logp[i, tok]))
+            if tok in self.eos or (r.req.stop and self._hit_stop(r.out, r.req.stop)):
+                self._finish(r, "stop")
+            elif len(r.out) >= r.req.max_new_tokens:
+                self._finish(r, "length")
+            else:
+                keep.append(i)
+        return keep
+
+    def _finish(self, r: _Row, reason: str) -> None:
+        text = self.tokenizer.decode(r.out, skip_special_tokens=True)  # type: ignore[attr-defined]
+        r.req.result = GenerationOutput(token_ids=r.out, logprobs=r.lps, text=text,
+                                        finish_reason=reason)
+        r.fut.set_result(None)
 
     @staticmethod
     def _stack_prefixes(kvs: list, plen: list[int], P: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -20,7 +20,7 @@ class Writer(Agent):
 
     role = "writer"
 
-    def __init__(self, model: Any, *, max_evidence: int = 6, passage_words: int = 80,
+    def __init__(self, model: Any, *, max_evidence: int = 5, passage_words: int = 60,
                  max_new_tokens: int = 128, **kwargs: Any):
         super().__init__(model, max_new_tokens=max_new_tokens, **kwargs)
         self.max_evidence = max_evidence

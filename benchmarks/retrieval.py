@@ -34,7 +34,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from tools.chunking import chunk_text  # noqa: E402
-from tools.documents import Document, load_documents  # noqa: E402
+from tools.documents import Document, load_documents, read_tasks  # noqa: E402
 from tools.embeddings import HashEmbedder, default_embedder  # noqa: E402
 from tools.knowledge import KnowledgeBase  # noqa: E402
 from tools.worlds import generate_world  # noqa: E402
@@ -47,11 +47,9 @@ FILES = ["hotpotqa_dev.jsonl", "2wikimultihopqa_dev.jsonl", "musique_dev.jsonl",
 console = Console()
 
 
-def read_tasks(name: str, limit: int | None = None) -> list[dict]:
+def shared_tasks(name: str, limit: int | None = None) -> list[dict]:
     """Rows of a task file in ../shared/data."""
-    with (DATA / name).open() as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
-    return rows[:limit]
+    return read_tasks(DATA / name, limit)
 
 
 def chunk_texts(kb: KnowledgeBase, docs: list[Document]) -> list[str]:
@@ -127,13 +125,13 @@ def main() -> None:
     args = ap.parse_args()
     n_ingest, repeats, big = (120, 1, 5_000) if args.quick else (600, 3, 100_000)
     small = 1_500 if args.quick else 10_000
-    hotpot = read_tasks("hotpotqa_dev.jsonl", 100)
-    queries = [t["question"] for f in FILES[:3] for t in read_tasks(f, 70)][:200]
+    hotpot = shared_tasks("hotpotqa_dev.jsonl", 100)
+    queries = [t["question"] for f in FILES[:3] for t in shared_tasks(f, 70)][:200]
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
 
     console.print("[bold]1. ingest overhead[/bold]")
     ingest_docs = [Document.from_dict(d) for d in
-                   {d["doc_id"]: d for t in read_tasks("hotpotqa_dev.jsonl") for d in t["docs"]}
+                   {d["doc_id"]: d for t in shared_tasks("hotpotqa_dev.jsonl") for d in t["docs"]}
                    .values()][:n_ingest]
     results["ingest"] = bench_ingest(ingest_docs, repeats)
 

@@ -257,15 +257,16 @@ def record_cmd(tasks: Annotated[Path, typer.Argument(help="Task JSONL (the ../sh
     from rich.progress import Progress
 
     from graph.config import ResearchConfig
-    from graph.run import default_tasks_from, research_many
+    from graph.run import research_many
     from graph.store import TrajectoryStore
     from tools.corpus_server import CorpusServer
+    from tools.documents import read_tasks
     from tools.knowledge import KnowledgeBase
 
     if (kb is None) == (not corpus_server):
         _fail("choose one source: --kb DIR or --corpus-server")
     try:
-        rows = default_tasks_from(tasks, limit)
+        rows = read_tasks(tasks, limit)
     except (OSError, ValueError) as e:
         _fail(str(e))
     if not rows:

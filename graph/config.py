@@ -21,7 +21,7 @@ class ResearchConfig(BaseModel):
     max_model_calls: int = Field(24, ge=1, description="Model calls before the writer is forced.")
     max_tokens: int = Field(40_000, ge=1, description="Prompt + completion tokens before the writer is forced.")
     k: int = Field(5, ge=1, description="Passages per search.")
-    evidence_k: int = Field(6, ge=1, description="Passages the selector keeps.")
+    evidence_k: int = Field(5, ge=1, description="Passages the selector keeps (and the writer reads).")
     search_mode: Literal["hybrid", "vector", "fts"] = "hybrid"
     relevance: float = Field(0.5, ge=0, le=1, description="Word overlap that makes a new passage relevant (a search with none misses).")
     judge_passages: bool = Field(False, description="Let the model judge each passage yes/no in the selector.")

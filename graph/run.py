@@ -145,8 +145,11 @@ class _Run:
         result = _result(out, self.question, traj)
         result.stats["seconds"] = seconds
         if store is not None:
-            store.append(traj)
-            result.trajectory_id = traj.id
+            try:
+                store.append(traj)
+                result.trajectory_id = traj.id
+            except OSError as e:  # e.g. a full disk: the trajectory stays in the result
+                result.error = str(e)
         return result
 
 
@@ -256,22 +259,5 @@ def research_many(tasks: Iterable[str | dict[str, Any]], *, samples_per_task: in
         return list(pool.map(one, jobs))
 
 
-def default_tasks_from(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """Tasks of a task JSONL file (the ../shared/data format), at most `limit`."""
-    import json
-
-    rows = []
-    with Path(path).open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if limit is not None and len(rows) >= limit:
-                break
-    return rows
-
-
 __all__: Sequence[str] = ["ResearchResult", "aresearch", "research", "research_many",
-                          "default_tasks_from", "check_question", "resolve_sources"]
+                          "check_question", "resolve_sources"]

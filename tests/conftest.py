@@ -10,7 +10,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("SLEUTH_ALLOW_HOSTS", None)
 
 import ipaddress  # noqa: E402
-import json  # noqa: E402
 import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -70,16 +69,11 @@ def shared_file(name: str) -> Path:
     return path
 
 
-def read_tasks(path: Path, limit: int | None = None) -> list[dict]:
-    """Read a task JSONL file."""
-    with path.open(encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
-    return rows[:limit]
-
-
 @pytest.fixture(scope="session")
 def hotpot_tasks() -> list[dict]:
     """The first 100 HotpotQA development questions."""
+    from tools.documents import read_tasks
+
     return read_tasks(shared_file("hotpotqa_dev.jsonl"), 100)
 
 

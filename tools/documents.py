@@ -137,3 +137,22 @@ def as_documents(docs: Iterable[Document | dict[str, Any]]) -> Iterator[Document
     """Coerce dicts to `Document`s, leaving `Document`s as they are."""
     for d in docs:
         yield d if isinstance(d, Document) else Document.from_dict(d)
+
+
+def read_tasks(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Rows of a task JSONL file (the ../shared/data format), at most `limit`."""
+    rows: list[dict[str, Any]] = []
+    with Path(path).open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if limit is not None and len(rows) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("question"), str):
+                raise ValueError(f"{path}:{lineno}: a task needs a 'question' string")
+            rows.append(row)
+    return rows
