@@ -196,8 +196,9 @@ def main() -> None:
     for col in ("corpus", "vector", "fts", "hybrid"):
         t.add_column(col)
     ru, r10 = results["recall_union"], results["recall_10k"]
-    t.add_row(f"their paragraphs ({ru['chunks']} chunks)", *(f"{ru[m]:.3f}" for m in ("vector", "fts", "hybrid")))
-    t.add_row(f"mixed corpus ({lat10['chunks']} chunks)", *(f"{r10[m]:.3f}" for m in ("vector", "fts", "hybrid")))
+    modes = ("vector", "fts", "hybrid")
+    t.add_row(f"their paragraphs ({ru['chunks']} chunks)", *(f"{ru[m]:.3f}" for m in modes))
+    t.add_row(f"mixed corpus ({lat10['chunks']} chunks)", *(f"{r10[m]:.3f}" for m in modes))
     console.print(t)
     console.print(f"wrote {RESULTS / name}")
 

@@ -60,7 +60,8 @@ def copy_bandwidth_gb_s(n_bytes: int = 1 << 30, repeats: int = 5) -> float:
 
 def decode_speed(model, new_tokens: int) -> dict:
     """Batch-1 decode tok/s of ours (prefill excluded) and of `generate` (prefill included)."""
-    msgs = [SystemMessage("You are a helpful assistant."), HumanMessage("Tell a long story about a lighthouse.")]
+    msgs = [SystemMessage("You are a helpful assistant."),
+            HumanMessage("Tell a long story about a lighthouse.")]
     model.invoke(msgs, max_new_tokens=4, temperature=0.0)  # warm up, cache the prefix
     ours = []
     for _ in range(3):

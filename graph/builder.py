@@ -36,7 +36,8 @@ COUNTERS = ("model_calls", "prompt_tokens", "completion_tokens", "tokens", "form
 
 
 def _is_async(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    call = type(fn).__call__ if not inspect.isfunction(fn) else fn
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
 def _node(role: Role, pre: Callable[[Any, ResearchConfig], tuple[Any, dict | None]],

@@ -59,7 +59,8 @@ def search(query: Annotated[str, typer.Argument(help="What to look for.")],
            kb: Annotated[Path, typer.Option("--kb", help="Knowledge-base folder.")],
            k: Annotated[int, typer.Option("-k", help="Number of passages.")] = 5,
            mode: Annotated[str, typer.Option(help="hybrid, vector or fts.")] = "hybrid",
-           where: Annotated[str | None, typer.Option(help="SQL filter, e.g. \"source = 'hotpotqa'\".")] = None,
+           where: Annotated[str | None, typer.Option(
+               help="SQL filter, e.g. \"source = 'hotpotqa'\".")] = None,
            json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
            ) -> None:
     """Search a knowledge base."""

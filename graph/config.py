@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,15 +17,20 @@ class ResearchConfig(BaseModel):
     max_rounds: int = Field(3, ge=1, description="Plan -> search -> select rounds.")
     max_subquestions: int = Field(3, ge=1, description="Sub-questions per round (fan-out).")
     max_searches: int = Field(8, ge=0, description="Searches in the whole run.")
-    max_attempts: int = Field(3, ge=1, description="Searches per sub-question (retries after a miss).")
+    max_attempts: int = Field(3, ge=1,
+                              description="Searches per sub-question (retries after a miss).")
     max_model_calls: int = Field(24, ge=1, description="Model calls before the writer is forced.")
-    max_tokens: int = Field(40_000, ge=1, description="Prompt + completion tokens before the writer is forced.")
+    max_tokens: int = Field(40_000, ge=1,
+                            description="Prompt + completion tokens before the writer is forced.")
     k: int = Field(5, ge=1, description="Passages per search.")
     evidence_k: int = Field(5, ge=1, description="Passages the selector keeps (and the writer reads).")
     search_mode: Literal["hybrid", "vector", "fts"] = "hybrid"
-    relevance: float = Field(0.5, ge=0, le=1, description="Word overlap that makes a new passage relevant (a search with none misses).")
-    judge_passages: bool = Field(False, description="Let the model judge each passage yes/no in the selector.")
-    approve_plan: bool = Field(False, description="Interrupt after each plan for approval (needs a checkpointer).")
+    relevance: float = Field(0.5, ge=0, le=1, description=(
+        "Share of the sub-question's content words a new passage must hold to count as "
+        "relevant; a search with no new relevant passage is a miss."))
+    judge_passages: bool = Field(False, description="Let the model judge each passage in the selector.")
+    approve_plan: bool = Field(False, description="Interrupt after each plan for approval "
+                               "(needs a checkpointer).")
     temperature: float = Field(0.7, ge=0)
     seed: int | None = Field(None, description="Run seed: the same seed samples the same run.")
     web_pages: int = Field(3, ge=1, description="Pages fetched per web search.")

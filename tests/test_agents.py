@@ -53,7 +53,8 @@ def test_prompts_render_strictly_and_can_be_replaced(tmp_path):
         render_messages(t, evidence=[])  # question missing
     custom = tmp_path / "mine.jinja"
     custom.write_text("{% block system %}S{% endblock %}{% block example_user_1 %}U{% endblock %}"
-                      "{% block example_assistant_1 %}A{% endblock %}{% block user %}{{ question }}{% endblock %}")
+                      "{% block example_assistant_1 %}A{% endblock %}"
+                      "{% block user %}{{ question }}{% endblock %}")
     w = Writer(ScriptedChatModel(), prompt=custom)
     assert [m.content for m in render_messages(w.template, question="hi")] == ["S", "U", "A", "hi"]
     bad = tmp_path / "bad.jinja"

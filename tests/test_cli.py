@@ -71,3 +71,20 @@ def test_serve_corpus_and_fetch_through_it(tmp_path):
 @pytest.mark.parametrize("args", [["--help"], ["search", "--help"]])
 def test_help(args):
     assert "Usage" in run(*args).stdout
+
+
+def test_record_with_a_local_model_folder(tiny_model, small_world, tmp_path):
+    from graph import TrajectoryStore
+
+    folder = tmp_path / "tiny"
+    tiny_model.model.save_pretrained(folder)
+    tiny_model.tokenizer.save_pretrained(folder)
+    _, tasks = small_world.write(tmp_path / "w")
+    out = json.loads(run("record", str(tasks), "--kb", str(tmp_path / "kb"), "--samples", "2",
+                         "--limit", "2", "--model", f"hf:{folder}", "--out", str(tmp_path / "runs"),
+                         "--json").stdout)
+    assert out["trajectories"] == 4 and out["failed"] == 0
+    store = TrajectoryStore(tmp_path / "runs")
+    groups = store.groups()
+    assert len(groups) == 2 and all(len(g) == 2 for g in groups.values())
+    assert all(s.completion_token_ids for t in store for s in t.model_steps)

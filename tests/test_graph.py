@@ -14,8 +14,14 @@ from langgraph.types import Command
 from scripted import ScriptedChatModel, default_reply
 
 from agents import Planner, as_tool
-from graph import (ResearchConfig, TrajectoryRecorder, build_research_graph, research,
-                   research_many)
+from graph import (
+    ResearchConfig,
+    TrajectoryRecorder,
+    aresearch,
+    build_research_graph,
+    research,
+    research_many,
+)
 from tools.embeddings import HashEmbedder
 from tools.knowledge import KnowledgeBase
 
@@ -208,3 +214,31 @@ def test_bad_inputs_are_clear_errors(kb):
         research("Q?", model=ScriptedChatModel())
     with pytest.raises(FileNotFoundError, match="sleuth ingest"):
         research("Q?", model=ScriptedChatModel(), knowledge="/no/such/kb")
+
+
+def test_aresearch_and_research_resume_on_thread_id(kb, tmp_path):
+    import asyncio
+
+    r = asyncio.run(aresearch("Where was the founder born?", model=ScriptedChatModel(),
+                              knowledge=kb, config=ResearchConfig(search_mode="fts")))
+    assert r.answer and r.trajectory.model_steps
+
+    class FlakyRetriever:
+        def __init__(self):
+            self.broken = True
+
+        def search(self, query, k=5):
+            if self.broken:
+                raise Crash("process killed mid-search")
+            return kb.search(query, k=k, mode="fts")
+
+    flaky = FlakyRetriever()
+    saver = SqliteSaver(sqlite3.connect(tmp_path / "ck.sqlite", check_same_thread=False))
+    model = ScriptedChatModel()
+    with pytest.raises(Crash):
+        research("Where was the founder born?", model=model, knowledge=flaky,
+                 checkpointer=saver, thread_id="job-7")
+    flaky.broken = False
+    r = research("Where was the founder born?", model=model, knowledge=flaky,
+                 checkpointer=saver, thread_id="job-7")
+    assert r.answer and model.calls["planner"] == 2  # round 1's plan came from the checkpoint

@@ -60,7 +60,8 @@ def test_batched_equals_unbatched(tiny_model):
     alone = [tiny_model.invoke(p, **o) for p, o in zip(prompts, opts, strict=True)]
     before = len(tiny_model.batcher.batch_sizes)
     with ThreadPoolExecutor(len(prompts)) as pool:
-        together = list(pool.map(lambda po: tiny_model.invoke(po[0], **po[1]), zip(prompts, opts)))
+        together = list(pool.map(lambda po: tiny_model.invoke(po[0], **po[1]),
+                                 zip(prompts, opts, strict=True)))
     assert max(tiny_model.batcher.batch_sizes[before:]) > 1  # they really were batched
     for x, y, o in zip(alone, together, opts, strict=True):
         mx, my = x.response_metadata, y.response_metadata

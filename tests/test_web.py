@@ -10,8 +10,7 @@ import pytest
 
 from tools.corpus_server import CorpusServer, Fault
 from tools.errors import ToolError, URLRefused
-from tools.web import (BraveSearch, SearxngSearch, TavilySearch, afetch_page, check_url,
-                       fetch_page)
+from tools.web import BraveSearch, SearxngSearch, TavilySearch, afetch_page, check_url, fetch_page
 
 LOCAL = ["127.0.0.1"]
 
@@ -97,7 +96,7 @@ def test_plain_text_and_latin1_pages(small_world):
               "<article><p>Le caf\xe9 de la gare est ouvert depuis 1901, et il sert encore "
               "le m\xeame petit d\xe9jeuner \xe0 tous les voyageurs du matin.</p></article>"
               "</body></html>").encode("latin-1")
-    faults = [Fault(r"^/notes.txt", body="plain words, kept as is\n".encode(),
+    faults = [Fault(r"^/notes.txt", body=b"plain words, kept as is\n",
                     content_type="text/plain; charset=utf-8"),
               Fault(r"^/latin1", body=latin1, content_type="text/html")]
     with CorpusServer(small_world.docs, faults=faults) as s:

@@ -276,7 +276,8 @@ class _Builder:
             creator, org = g(f["creator"]).name, g(f["org"]).name
             sents = [pick([f"{e.name} is a {f['year']} {f['work_kind']} {verb} by {creator}.",
                            f"{e.name} ({f['year']}) is {_a(f['work_kind'])} by the {role} {creator}.",
-                           f"{creator} {_PAST[verb]} the {f['work_kind']} {e.name}, first seen in {f['year']}."]),
+                           f"{creator} {_PAST[verb]} the {f['work_kind']} {e.name}, "
+                           f"first seen in {f['year']}."]),
                      pick([f"It was {overb} by {org}.",
                            f"The {f['work_kind']} was {overb} by the {okind} {org}.",
                            f"{org} {overb} it."])]
