@@ -310,6 +310,18 @@ def record_cmd(tasks: Annotated[Path, typer.Argument(help="Task JSONL (the ../sh
                   soft_wrap=True)
 
 
+def _mount_training() -> None:
+    """`eval` and `train` live in training/cli.py (which imports nothing heavy at load)."""
+    try:
+        from training.cli import register
+    except ImportError:  # a trimmed install without the training package
+        return
+    register(app)
+
+
+_mount_training()
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

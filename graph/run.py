@@ -212,6 +212,15 @@ def _task(t: str | dict[str, Any], i: int) -> dict[str, Any]:
     return {**t, "id": str(t.get("id") or f"q{i}")}
 
 
+def task_gold(task: dict[str, Any]) -> dict[str, Any] | None:
+    """What a trajectory keeps of its task for scoring: answers, type, gold document ids."""
+    if "answer" not in task:
+        return None
+    return {"answer": task["answer"], "aliases": list(task.get("aliases") or []),
+            "type": task.get("type", ""),
+            "gold_doc_ids": [d["doc_id"] for d in task.get("docs") or [] if d.get("gold")]}
+
+
 def sample_seed(base: int | None, task_id: str, sample: int) -> int:
     """The seed of one sample of one task: distinct per sample, reproducible per base seed."""
     key = f"{base if base is not None else uuid.uuid4().hex}:{task_id}:{sample}"
@@ -223,16 +232,18 @@ def research_many(tasks: Iterable[str | dict[str, Any]], *, samples_per_task: in
                   model: str | BaseChatModel | None = None, knowledge: Any = None,
                   web: Any = None, config: ResearchConfig | None = None,
                   on_result: Callable[[ResearchResult], None] | None = None,
-                  ) -> list[ResearchResult]:
+                  **roles: Any) -> list[ResearchResult]:
     """Run many tasks (questions or task dicts), `samples_per_task` each, `concurrency` at once.
 
     Samples of one task share a `group_id`. A run that fails becomes a result with `error`
-    set; the others go on. Results come back in task order.
+    set; the others go on. Results come back in task order. Keyword arguments `planner`,
+    `searcher`, `selector`, `writer` replace roles as in `build_research_graph`.
     """
     cfg = config or ResearchConfig()
     chat = load_chat_model(model if model is not None else cfg.model)
     sources = resolve_sources(knowledge, web)
-    graph = build_research_graph(tools=sources, model=chat, config=cfg)
+    graph = build_research_graph(tools=sources, model=chat, config=cfg,
+                                 **{k: v for k, v in roles.items() if v is not None})
     jobs: list[tuple[dict[str, Any], int, str]] = []
     for i, raw in enumerate(tasks):
         task = _task(raw, i)
@@ -242,7 +253,7 @@ def research_many(tasks: Iterable[str | dict[str, Any]], *, samples_per_task: in
     def one(job: tuple[dict[str, Any], int, str]) -> ResearchResult:
         task, s, group = job
         run_cfg = cfg.model_copy(update={"seed": sample_seed(cfg.seed, task["id"], s)})
-        gold = {k: task[k] for k in ("answer", "aliases", "type", "docs") if k in task} or None
+        gold = task_gold(task)
         try:
             run = _Run(task["question"], model=chat, knowledge=None, web=None, config=run_cfg,
                        task_id=task["id"], group_id=group, gold=gold, checkpointer=None,

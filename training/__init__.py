@@ -1,0 +1,1 @@
+"""Training and evaluation: rewards, trajectory datasets, evaluation (GRPO and SFT next)."""

@@ -1,0 +1,98 @@
+"""`sleuth eval`: scoring is exact on scripted runs, works on every shared data file."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import shared_file
+from scripted import ScriptedChatModel, default_reply, field
+from test_cli import run
+
+from graph import ResearchConfig
+from training.evaluate import evaluate, write
+
+
+def answer_key(tasks, right):
+    """A writer that answers the gold for tasks in `right` and something wrong otherwise."""
+    gold = {t["question"]: (t["answer"], i in right) for i, t in enumerate(tasks)}
+
+    def script(role, messages):
+        if role != "writer":
+            return default_reply(role, messages)
+        answer, ok = gold[field(messages, "Question")]
+        return f"<answer>{answer if ok else 'Nowhere at all'}</answer>\nSee [1]."
+    return script
+
+
+def test_scripted_eval_has_exactly_known_em(small_world, tmp_path):
+    tasks = small_world.tasks[:10]
+    model = ScriptedChatModel(script=answer_key(tasks, right={0, 2, 4, 6, 8}))
+    result = evaluate(tasks, model=model, concurrency=4, kb_root=tmp_path / "kbs",
+                      record=tmp_path / "runs", config=ResearchConfig(search_mode="fts", seed=0))
+    run_ = result["runs"]["graph"]
+    assert run_["overall"]["em"] == 0.5 and run_["overall"]["f1"] == 0.5
+    assert {p["task_id"]: p["em"] for p in run_["per_task"]} == {
+        t["id"]: float(i % 2 == 0) for i, t in enumerate(tasks)}
+    assert sum(v["n"] for v in run_["by_type"].values()) == 10
+    assert run_["overall"]["searches"] >= 1 and run_["overall"]["format_rate"] == 1.0
+    assert run_["trajectories_per_minute"] > 0 and run_["failed"] == []
+    json_path, png = write(result, tmp_path / "out" / "eval.json")
+    assert json.loads(json_path.read_text())["runs"]["graph"]["overall"]["em"] == 0.5
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_oracle_hands_the_writer_the_gold_passages(small_world, tmp_path):
+    tasks = small_world.tasks[:3]
+    prompts = []
+
+    def script(role, messages):
+        if role == "writer":
+            prompts.append(messages[-1].content)
+        return default_reply(role, messages)
+
+    evaluate(tasks, model=ScriptedChatModel(script=script), mode="oracle",
+             kb_root=tmp_path / "kbs", config=ResearchConfig(search_mode="fts"))
+    for t in tasks:
+        prompt = next(p for p in prompts if t["question"] in p)
+        titles = re.findall(r"^\[\d+\] (.+?):", prompt, re.M)
+        assert sorted(titles) == sorted(d["title"] for d in t["docs"] if d["gold"])
+
+
+def test_web_backend_goes_through_the_corpus_server(small_world, tmp_path):
+    result = evaluate(small_world.tasks[:2], model=ScriptedChatModel(), backend="web",
+                      config=ResearchConfig(max_rounds=1))
+    per_task = result["runs"]["graph"]["per_task"]
+    assert len(per_task) == 2 and all(p["searches"] >= 1 for p in per_task)
+    assert max(p["evidence_recall"] for p in per_task) > 0
+
+
+def test_cli_retrieval_baseline_and_bamboogle_error(small_world, tmp_path):
+    _, tasks = small_world.write(tmp_path / "w")
+    proc = run("eval", str(tasks), "--mode", "retrieval", "--limit", "10",
+               "--out", str(tmp_path / "ret.json"))
+    result = json.loads((tmp_path / "ret.json").read_text())
+    assert set(result["runs"]) == {"retrieval-title", "retrieval-sentence"}
+    assert "retrieval-title" in proc.stdout and (tmp_path / "ret.png").exists()
+    bamboogle = shared_file("bamboogle_dev.jsonl")
+    proc = run("eval", str(bamboogle), "--out", str(tmp_path / "b.json"), check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "no documents" in proc.stderr and "search_url" in proc.stderr.replace("-", "_")
+
+
+@pytest.mark.parametrize("name", ["hotpotqa_dev.jsonl", "2wikimultihopqa_dev.jsonl",
+                                  "musique_dev.jsonl", "rezero_apollo13_dev.jsonl"])
+def test_every_shared_file_evaluates(name, tmp_path):
+    result = evaluate(shared_file(name), mode="retrieval", limit=3, kb_root=tmp_path)
+    for run_ in result["runs"].values():
+        assert len(run_["per_task"]) == 3 and 0 <= run_["overall"]["f1"] <= 1
+
+
+@pytest.mark.slow
+def test_real_smollm2_on_five_world_tasks(smollm2, small_world, tmp_path):
+    result = evaluate(small_world.tasks[:5], model=smollm2, concurrency=5,
+                      kb_root=tmp_path, config=ResearchConfig(max_rounds=2, seed=0))
+    run_ = result["runs"]["graph"]
+    assert len(run_["per_task"]) == 5 and run_["failed"] == []
+    assert run_["overall"]["model_calls"] >= 3 and run_["overall"]["searches"] >= 1

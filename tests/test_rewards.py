@@ -1,0 +1,163 @@
+"""Rewards and training samples: hand-made trajectories, the farming case, loss masks."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+from scripted import ScriptedChatModel
+
+import training.data
+import training.rewards
+from graph import ResearchConfig, TrajectoryStore, research_many
+from graph.trajectory import ModelStep, ToolStep, Trajectory
+from training import rewards
+from training.data import build_samples, group_advantages, loss_mask, to_dataset
+
+TASK = {"id": "t1", "question": "Where was Ada Lenn born?", "answer": "Varo",
+        "aliases": ["Varo City"], "type": "bridge",
+        "docs": [{"doc_id": "g1", "title": "Ada Lenn", "text": "Born in Varo.", "gold": True},
+                 {"doc_id": "g2", "title": "Iron Harbour", "text": "By Ada Lenn.", "gold": True},
+                 {"doc_id": "x", "title": "Bread", "text": "Flour.", "gold": False}]}
+
+
+def search(*doc_ids: str) -> ToolStep:
+    return ToolStep(tool="knowledge_base", input={"query": "q"},
+                    output=[{"doc_id": d, "title": d, "text": ""} for d in doc_ids])
+
+
+def traj(answer: str, steps: list, **kw) -> Trajectory:
+    return Trajectory(task_id="t1", question=TASK["question"], answer=answer, steps=steps, **kw)
+
+
+@pytest.mark.parametrize("module", [training.rewards, training.data])
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_answer_metrics_use_aliases_and_squad_normalisation():
+    assert rewards.exact_match(traj("varo city.", []), TASK) == 1.0
+    assert rewards.exact_match(traj("Varo, a city", []), TASK) == 1.0  # articles dropped
+    assert rewards.exact_match(traj("Varo, capital city", []), TASK) == 0.0
+    assert rewards.f1(traj("Varo, capital city", []), TASK) == pytest.approx(0.8)  # vs "varo city"
+    assert rewards.f1(traj("Oslo", []), TASK) == 0.0
+
+
+def test_persistence_pays_only_after_a_miss_and_only_when_right():
+    right_after_miss = traj("Varo", [search("x"), search("g1"), search("x"), search("g2")])
+    assert rewards.search_misses(right_after_miss, TASK) == [True, False, True, False]
+    assert rewards.searches_after_miss(right_after_miss, TASK) == 2
+    assert rewards.persistence(right_after_miss, TASK) == pytest.approx(2 / 3)
+    right_no_miss = traj("Varo", [search("g1", "g2")])
+    assert rewards.persistence(right_no_miss, TASK) == 0.0
+    # the farming case: many searches, every one a miss, and a wrong answer earn nothing
+    farming = traj("Oslo", [search("x")] * 30)
+    assert rewards.persistence(farming, TASK) == 0.0
+    full = rewards.default()
+    assert full(farming, TASK) < full(right_no_miss, TASK) < full(right_after_miss, TASK)
+    capped = traj("Varo", [search("x")] * 30 + [search("g1")])
+    assert rewards.persistence(capped, TASK) == 1.0  # capped at 3 retries
+    assert full.scores(capped, TASK)["cost"] == 0.0  # searches are not model calls
+    spammy = traj("Varo", [ModelStep(parse_ok=True)] * 40 + [search("x"), search("g1")])
+    assert full.scores(spammy, TASK)["cost"] < 0  # but extra model calls cost
+
+
+def test_evidence_citations_format_cost():
+    t = traj("Varo", [ModelStep(parse_ok=True), ModelStep(parse_ok=False), ModelStep(),
+                      search("g1", "x")],
+             citations=[{"doc_id": "g1"}, {"doc_id": "x"}, {"doc_id": "never-retrieved"}])
+    assert rewards.evidence_recall(t, TASK) == 0.5
+    assert rewards.citation_precision(t, TASK) == pytest.approx(1 / 3)
+    assert rewards.format_rate(t, TASK) == 0.5
+    assert rewards.cost(t, TASK) == 0.0
+    scores = rewards.default().scores(t, TASK)
+    assert set(scores) == {"f1", "exact_match", "persistence", "evidence_recall",
+                           "citation_precision", "format", "cost", "reward"}
+    w = rewards.default().weights
+    assert scores["reward"] == pytest.approx(sum(w[k] * scores[k] for k in w))
+
+
+def test_judge_with_any_chat_model():
+    seen = []
+
+    def script(role, messages):
+        seen.append(messages[-1].content)
+        return "yes" if "Varo" in messages[-1].content.split("Predicted answer:")[1] else "no"
+
+    j = rewards.judge(ScriptedChatModel(script=script))
+    assert j(traj("the town of Varo, by the sea", []), TASK) == 1.0
+    assert j(traj("Oslo", []), TASK) == 0.0
+    assert "Gold answer: Varo / Varo City" in seen[0]
+
+
+def test_rescore_stored_trajectories_without_running_them(tmp_path, small_world):
+    from tools.embeddings import HashEmbedder
+    from tools.knowledge import KnowledgeBase
+
+    kb = KnowledgeBase(tmp_path / "kb", embedder=HashEmbedder())
+    kb.ingest(small_world.docs, progress=False)
+    store = TrajectoryStore(tmp_path / "runs")
+    model = ScriptedChatModel()
+    research_many(small_world.tasks[:3], samples_per_task=2, store=store, model=model,
+                  knowledge=kb, config=ResearchConfig(search_mode="fts"))
+    calls = dict(model.calls)
+    first = rewards.rescore(store, rewards.default())
+    heavier = rewards.Reward({"f1": (rewards.f1, 2.0), "recall": (rewards.evidence_recall, 1.0)})
+    second = rewards.rescore(store, heavier)  # new weights, new components, gold from the store
+    assert model.calls == calls and len(first) == len(second) == 6
+    assert all(s["reward"] == pytest.approx(2 * s["f1"] + s["recall"]) for s in second)
+    tasks = {t["id"]: t for t in small_world.tasks}
+    assert rewards.rescore(store, rewards.evidence_recall, tasks) == \
+        [{"reward": rewards.evidence_recall(t)} for t in store]
+
+
+def test_group_advantages_on_a_hand_made_group():
+    assert group_advantages([1.0, 0.0, 0.5, 0.5]) == pytest.approx([1.4142, -1.4142, 0, 0], abs=1e-3)
+    assert group_advantages([3.0]) == [0.0]
+    group = [traj("Varo", [ModelStep(role="planner", prompt_token_ids=[1], completion_token_ids=[2],
+                                     logprobs=[-0.1]),
+                           ModelStep(role="writer", prompt_token_ids=[1, 2], completion_token_ids=[3],
+                                     logprobs=[-0.2])], group_id="g"),
+             traj("Oslo", [ModelStep(role="writer", prompt_token_ids=[4], completion_token_ids=[5],
+                                     logprobs=[-0.3])], group_id="g")]
+    samples = build_samples(group, rewards.exact_match, tasks={"t1": TASK})
+    assert [(s.role, round(s.advantage, 4)) for s in samples] == [
+        ("planner", 1.0), ("writer", 1.0), ("writer", -1.0)]
+    per_role = build_samples(group, rewards.exact_match, tasks={"t1": TASK}, per_role=True)
+    # only one trajectory made a planner call: its planner group has no baseline spread
+    assert [(s.role, round(s.advantage, 3)) for s in per_role] == [("planner", 0.0), ("writer", 1.0),
+                                                                   ("writer", -1.0)]
+    kept = build_samples(group, rewards.exact_match, tasks={"t1": TASK}, min_reward=0.5,
+                         roles=["writer"])
+    assert [(s.role, s.reward, round(s.advantage, 4)) for s in kept] == [("writer", 1.0, 1.0)]
+
+
+def test_tool_output_in_a_later_prompt_carries_no_trainable_token(tiny_model, small_world, tmp_path):
+    """Run the real graph with a real (tiny) LocalChatModel; the writer's prompt holds the
+    retrieved passages, and none of their tokens may be trainable."""
+    from tools.embeddings import HashEmbedder
+    from tools.knowledge import KnowledgeBase
+
+    kb = KnowledgeBase(tmp_path / "kb", embedder=HashEmbedder())
+    kb.ingest(small_world.docs, progress=False)
+    store = TrajectoryStore(tmp_path / "runs")
+    research_many(small_world.tasks[:1], samples_per_task=2, store=store, model=tiny_model,
+                  knowledge=kb, config=ResearchConfig(search_mode="fts", max_rounds=1))
+    trajectories = list(store)
+    samples = build_samples(trajectories, rewards.f1)
+    assert samples and {s.role for s in samples} >= {"planner", "writer"}
+    ds = to_dataset(samples)
+    assert len(ds) == len(samples)
+    tok = tiny_model.tokenizer
+    writer = next(i for i, s in enumerate(samples) if s.role == "writer")
+    row = ds[writer]
+    passage = next(h["text"] for t in trajectories for s in t.tool_steps for h in s.output)
+    ids, mask = row["input_ids"], row["completion_mask"]
+    frozen = tok.decode([t for t, m in zip(ids, mask, strict=True) if not m])
+    trainable = tok.decode([t for t, m in zip(ids, mask, strict=True) if m])
+    assert passage[:40] in frozen and passage[:40] not in trainable
+    for s, r in zip(samples, ds, strict=True):
+        assert sum(r["completion_mask"]) == len(s.completion_ids) == len(r["old_logprobs"])
+        assert r["completion_mask"] == loss_mask(s)
+        assert all(lab == -100 for lab, m in zip(r["labels"], r["completion_mask"], strict=True) if not m)

@@ -1,0 +1,154 @@
+"""Trajectories -> training samples: one per model call, with group-relative advantages.
+
+A sample is the exact prompt and completion token ids a model call recorded, the logprobs it
+sampled them with, its role, its trajectory's reward and reward components, and an advantage
+normalised within the trajectory's group (the samples of one task): (r - mean) / (std + eps),
+optionally per role. Only completion tokens are trainable: the prompt (instructions,
+retrieved passages, earlier tool outputs) always has mask 0, because nothing is re-tokenised.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from graph.trajectory import Trajectory
+from training.rewards import Reward, RewardFn
+
+
+@dataclass
+class Sample:
+    """One model call of one trajectory, ready for a policy-gradient or SFT step."""
+
+    trajectory_id: str
+    task_id: str | None
+    group_id: str | None
+    role: str
+    model: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+    reward: float
+    components: dict[str, float] = field(default_factory=dict)
+    advantage: float = 0.0
+
+
+def group_advantages(rewards: Sequence[float], eps: float = 1e-6) -> list[float]:
+    """(r - mean) / (std + eps) within one group (population std; 0 for a group of one).
+
+    >>> [round(a, 3) for a in group_advantages([1.0, 0.0, 0.0, 1.0])]
+    [1.0, -1.0, -1.0, 1.0]
+    >>> group_advantages([0.5, 0.5])
+    [0.0, 0.0]
+    """
+    if len(rewards) < 2:
+        return [0.0] * len(rewards)
+    mean, std = statistics.fmean(rewards), statistics.pstdev(rewards)
+    return [(r - mean) / (std + eps) for r in rewards]
+
+
+def score(trajectories: Iterable[Trajectory], reward: Reward | RewardFn | None = None,
+          tasks: dict[str, dict[str, Any]] | None = None
+          ) -> list[tuple[Trajectory, float, dict[str, float]]]:
+    """Each trajectory with its reward and components (`metrics["reward"]` when no reward)."""
+    out = []
+    for t in trajectories:
+        task = (tasks or {}).get(t.task_id or "")
+        if isinstance(reward, Reward):
+            comps = reward.scores(t, task)
+            out.append((t, comps["reward"], comps))
+        elif reward is not None:
+            r = float(reward(t, task))
+            out.append((t, r, {"reward": r}))
+        else:
+            r = t.metrics.get("reward")
+            if not isinstance(r, int | float):
+                raise ValueError(f"trajectory {t.id} has no stored reward: pass reward=")
+            out.append((t, float(r), {k: v for k, v in t.metrics.items()
+                                      if isinstance(v, int | float)}))
+    return out
+
+
+def build_samples(trajectories: Iterable[Trajectory], reward: Reward | RewardFn | None = None, *,
+                  tasks: dict[str, dict[str, Any]] | None = None, per_role: bool = False,
+                  eps: float = 1e-6, min_reward: float | None = None,
+                  roles: Iterable[str] | None = None, task_ids: Iterable[str] | None = None,
+                  models: Iterable[str] | None = None) -> list[Sample]:
+    """One `Sample` per recorded model call (calls without token ids are skipped).
+
+    Advantages are computed over whole groups before any filter, so filtering never
+    changes a sample's advantage. `per_role` gives each role its own group baseline: for a
+    role, the group is the trajectories of the task that made calls of that role.
+    """
+    scored = score(trajectories, reward, tasks)
+    by_group: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, (t, _, _) in enumerate(scored):
+        roles_here = {s.role for s in t.model_steps} if per_role else {""}
+        for role in roles_here:
+            by_group[(t.group_id or t.id, role)].append(i)
+    adv: dict[tuple[int, str], float] = {}
+    for (_, role), members in by_group.items():
+        for i, a in zip(members, group_advantages([scored[i][1] for i in members], eps),
+                        strict=True):
+            adv[(i, role)] = a
+    keep_roles = set(roles) if roles is not None else None
+    keep_tasks = set(task_ids) if task_ids is not None else None
+    keep_models = set(models) if models is not None else None
+    samples = []
+    for i, (t, r, comps) in enumerate(scored):
+        if min_reward is not None and r < min_reward:
+            continue
+        if keep_tasks is not None and t.task_id not in keep_tasks:
+            continue
+        for s in t.model_steps:
+            if not s.completion_token_ids or s.prompt_token_ids is None:
+                continue
+            if keep_roles is not None and s.role not in keep_roles:
+                continue
+            model = s.model or t.model
+            if keep_models is not None and model not in keep_models:
+                continue
+            samples.append(Sample(
+                trajectory_id=t.id, task_id=t.task_id, group_id=t.group_id, role=s.role,
+                model=model, prompt_ids=list(s.prompt_token_ids),
+                completion_ids=list(s.completion_token_ids),
+                logprobs=list(s.logprobs or [0.0] * len(s.completion_token_ids)), reward=r,
+                components=comps, advantage=adv[(i, s.role if per_role else "")]))
+    return samples
+
+
+def loss_mask(sample: Sample) -> list[int]:
+    """1 for completion tokens (trainable), 0 for every prompt token.
+
+    >>> loss_mask(Sample("t", None, None, "writer", "m", [5, 6, 7], [8, 9], [-1.0, -2.0], 1.0))
+    [0, 0, 0, 1, 1]
+    """
+    return [0] * len(sample.prompt_ids) + [1] * len(sample.completion_ids)
+
+
+def to_dataset(samples: Sequence[Sample]) -> Any:
+    """A HF `datasets.Dataset`: input_ids, completion_mask, labels (-100 off the completion),
+    old_logprobs (per completion token), advantage, reward, components and ids."""
+    from datasets import Dataset
+
+    rows: dict[str, list[Any]] = defaultdict(list)
+    for s in samples:
+        mask = loss_mask(s)
+        ids = s.prompt_ids + s.completion_ids
+        rows["input_ids"].append(ids)
+        rows["completion_mask"].append(mask)
+        rows["labels"].append([t if m else -100 for t, m in zip(ids, mask, strict=True)])
+        rows["old_logprobs"].append(s.logprobs)
+        for key in ("advantage", "reward", "role", "model", "trajectory_id", "group_id",
+                    "task_id"):
+            rows[key].append(getattr(s, key))
+        rows["components"].append({k: float(v) for k, v in s.components.items()})
+    return Dataset.from_dict(dict(rows))
+
+
+def as_records(samples: Sequence[Sample]) -> list[dict[str, Any]]:
+    """Samples as plain dicts."""
+    return [asdict(s) for s in samples]
