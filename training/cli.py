@@ -43,7 +43,7 @@ def eval_command(
     samples: Annotated[int, typer.Option(help="Runs per task.")] = 1,
     backend: Annotated[str, typer.Option(help="kb (LanceDB) or web (corpus server / --search-url).")] = "kb",
     search_url: Annotated[str | None, typer.Option(help="SearXNG URL for tasks without docs.")] = None,
-    mode: Annotated[str, typer.Option(help="graph, retrieval (no model) or oracle (gold evidence).")] = "graph",
+    mode: Annotated[str, typer.Option(help="graph, retrieval (no model), oracle (gold evidence).")] = "graph",
     record: Annotated[Path | None, typer.Option(help="Keep the trajectories in this store.")] = None,
     max_rounds: Annotated[int, typer.Option(help="Research rounds.")] = 3,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.0,

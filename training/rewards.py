@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from graph.trajectory import ModelStep, ToolStep, Trajectory
+from graph.trajectory import ModelStep, ToolStep, Trajectory  # noqa: F401 (ModelStep: doctests)
 from tools.text import normalize_answer, overlap
 
 RewardFn = Callable[[Trajectory, dict[str, Any] | None], float]
