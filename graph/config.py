@@ -32,6 +32,8 @@ class ResearchConfig(BaseModel):
     approve_plan: bool = Field(False, description="Interrupt after each plan for approval "
                                "(needs a checkpointer).")
     temperature: float = Field(0.7, ge=0)
+    max_new_tokens: int | None = Field(None, ge=1, description="Cap on every reply's length "
+                                       "(None: each role's own default).")
     seed: int | None = Field(None, description="Run seed: the same seed samples the same run.")
     web_pages: int = Field(3, ge=1, description="Pages fetched per web search.")
 

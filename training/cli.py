@@ -75,9 +75,96 @@ def eval_command(
     sys.stdout.flush()
 
 
+train_app = typer.Typer(help="Train a local policy on research trajectories.", no_args_is_help=True)
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@train_app.command("grpo")
+def grpo_command(
+    output: Annotated[Path, typer.Option("--output", help="Output folder (checkpoints, metrics, model).")],
+    tasks: Annotated[Path | None, typer.Option("--tasks", help="Task JSONL to train on.")] = None,
+    world_seed: Annotated[int | None, typer.Option("--world-seed", help="Train on world N.")] = None,
+    world_tasks: Annotated[int, typer.Option(help="Tasks in the generated world.")] = 200,
+    model: Annotated[str, typer.Option(help="local:smollm2 or hf:<folder>.")] = "local:smollm2",
+    lora: Annotated[bool, typer.Option(help="Train a LoRA adapter (PEFT).")] = False,
+    steps: Annotated[int, typer.Option(help="GRPO steps.")] = 20,
+    group_size: Annotated[int, typer.Option(help="Rollouts per task (G).")] = 4,
+    batch_tasks: Annotated[int, typer.Option(help="Tasks per step (B).")] = 2,
+    learning_rate: Annotated[float | None, typer.Option(help="Default 5e-6 (2e-4 with --lora).")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature of rollouts.")] = 1.0,
+    beta: Annotated[float, typer.Option(help="KL coefficient to the start policy.")] = 0.0,
+    iterations: Annotated[int, typer.Option(help="Updates per batch of rollouts.")] = 1,
+    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 10,
+    per_role: Annotated[bool, typer.Option(help="Group baselines per role.")] = False,
+    max_rounds: Annotated[int, typer.Option(help="Research rounds per rollout.")] = 2,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """Online trajectory-level GRPO through the research graph."""
+    from rich.progress import Progress
+
+    from graph.config import ResearchConfig
+    from tools.documents import read_tasks
+    from tools.worlds import generate_world
+    from training.grpo import grpo_config, train_grpo
+
+    if (tasks is None) == (world_seed is None):
+        _fail("choose the training tasks: --tasks FILE or --world-seed N")
+    try:
+        rows = read_tasks(tasks) if tasks else generate_world(world_seed or 0, world_tasks).tasks
+        args = grpo_config(output, max_steps=steps, save_steps=save_steps, seed=seed,
+                           learning_rate=learning_rate or (2e-4 if lora else 5e-6),
+                           temperature=temperature, beta=beta, num_iterations=iterations)
+        with Progress(console=err) as progress:
+            bar = progress.add_task("grpo", total=steps)
+
+            def show(row: dict[str, Any]) -> None:
+                progress.update(bar, completed=row["step"], description=(
+                    f"grpo reward {row['reward/reward']:.3f} em {row['em']:.2f}"))
+            train_grpo(rows, model=model, output_dir=output, group_size=group_size,
+                       batch_tasks=batch_tasks, lora=lora, per_role=per_role, resume=resume,
+                       research=ResearchConfig(max_rounds=max_rounds), args=args, on_step=show)
+    except (ValueError, FileNotFoundError, ImportError, OSError) as e:
+        _fail(str(e))
+    err.print(f"trained policy in {output} (use --model hf:{output}); metrics in "
+              f"{output / 'metrics.jsonl'}, curves in {output / 'curves.png'}", soft_wrap=True)
+
+
+@train_app.command("sft")
+def sft_command(
+    trajectories: Annotated[Path, typer.Option("--trajectories", help="Trajectory store folder.")],
+    output: Annotated[Path, typer.Option("--output", help="Output folder.")],
+    model: Annotated[str, typer.Option(help="local:smollm2 or hf:<folder>.")] = "local:smollm2",
+    min_reward: Annotated[float, typer.Option(help="Keep trajectories with F1 >= this.")] = 0.5,
+    lora: Annotated[bool, typer.Option(help="Train a LoRA adapter (PEFT).")] = False,
+    epochs: Annotated[float, typer.Option(help="Epochs over the kept completions.")] = 1.0,
+    learning_rate: Annotated[float | None, typer.Option(help="Default 2e-5 (2e-4 with --lora).")] = None,
+) -> None:
+    """Rejection-sampling fine-tuning on recorded trajectories (completion tokens only)."""
+    from graph.store import TrajectoryStore
+    from training.sft import train_sft
+
+    if not (trajectories / "trajectories.jsonl").exists():
+        _fail(f"no trajectory store at {trajectories} (record one with `sleuth record`)")
+    try:
+        stats = train_sft(TrajectoryStore(trajectories), output_dir=output, model=model,
+                          min_reward=min_reward, lora=lora, epochs=epochs,
+                          learning_rate=learning_rate)
+    except (ValueError, FileNotFoundError, ImportError, OSError) as e:
+        _fail(str(e))
+    err.print(f"trained on {stats['samples']} completions of {stats['trajectories']} "
+              f"trajectories, loss {stats['first_loss']:.3f} -> {stats['last_loss']:.3f}; "
+              f"policy in {output} (use --model hf:{output})", soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add the training commands to the `sleuth` app."""
     app.command("eval")(eval_command)
+    app.add_typer(train_app, name="train")
 
 
 __all__ = ["eval_command", "register"]

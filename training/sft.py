@@ -1,0 +1,78 @@
+"""Rejection-sampling fine-tuning on recorded trajectories, with TRL's `SFTTrainer`.
+
+Keep the trajectories whose reward reaches `min_reward` (recorded by any model that reports
+token ids, e.g. this project's local policy; API models' calls carry no ids and are
+skipped), and train the completion tokens of their model calls: the dataset is
+pre-tokenised (`input_ids` + `labels` with -100 on every prompt token), so TRL trains exactly
+the tokens that were sampled, never the prompts, tool outputs or retrieved text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from agents.models import LocalChatModel, smollm2_folder
+from graph.store import TrajectoryStore
+from graph.trajectory import Trajectory
+from training import rewards
+from training.data import build_samples, to_dataset
+from training.grpo import save_policy
+
+
+def _base(model: str | LocalChatModel) -> LocalChatModel:
+    if isinstance(model, LocalChatModel):
+        return model
+    if model == "local:smollm2":
+        return LocalChatModel.from_pretrained(smollm2_folder())
+    if model.startswith("hf:"):
+        return LocalChatModel.from_pretrained(model[3:])
+    raise ValueError(f"SFT trains local models (local:smollm2 or hf:<folder>), not {model!r}")
+
+
+def train_sft(trajectories: TrajectoryStore | list[Trajectory], *, output_dir: str | Path,
+              model: str | LocalChatModel = "local:smollm2",
+              reward: rewards.Reward | rewards.RewardFn | None = None,
+              min_reward: float = 0.5, tasks: dict[str, dict[str, Any]] | None = None,
+              roles: list[str] | None = None, lora: bool = False, lora_r: int = 16,
+              epochs: float = 1.0, learning_rate: float | None = None, batch_size: int = 4,
+              max_steps: int = -1, **sft_args: Any) -> dict[str, Any]:
+    """Fine-tune on the completions of high-reward trajectories; returns the training stats.
+
+    The trained model is saved to `output_dir` as a plain HF folder (loadable with
+    `--model hf:DIR`; a LoRA adapter is merged there and kept in `adapter/`).
+    """
+    from trl import SFTConfig, SFTTrainer
+
+    samples = build_samples(trajectories, reward or rewards.f1, tasks=tasks,
+                            min_reward=min_reward, roles=roles)
+    if not samples:
+        raise ValueError(f"no model call of a trajectory with reward >= {min_reward} has token "
+                         "ids to train on: lower min_reward or record more runs")
+    dataset = to_dataset(samples).select_columns(["input_ids", "labels"])
+    chat = _base(model)
+    peft_config = None
+    if lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
+    out = Path(output_dir)
+    args = SFTConfig(output_dir=str(out / "trainer"), use_cpu=True, bf16=False,
+                     report_to="none", per_device_train_batch_size=batch_size,
+                     num_train_epochs=epochs, max_steps=max_steps,
+                     learning_rate=learning_rate or (2e-4 if lora else 2e-5),
+                     logging_steps=1, save_strategy="no", max_length=None,
+                     **sft_args)
+    trainer = SFTTrainer(model=chat.model, args=args, train_dataset=dataset,
+                         processing_class=chat.tokenizer, peft_config=peft_config)
+    result = trainer.train()
+    chat.model = trainer.model
+    chat.close()  # the decoder must see the trained (or wrapped) model
+    chat.model.eval()
+    save_policy(chat, out)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"samples": len(samples), "trajectories": len({s.trajectory_id for s in samples}),
+            "steps": result.global_step, "train_loss": result.training_loss,
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "output_dir": str(out)}
