@@ -156,7 +156,7 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, samples: Se
             else:
                 weight = n / total_tokens
             (loss * weight).backward()
-            loss_sum += float(loss) * weight
+            loss_sum += float(loss.detach()) * weight
             clip_sum += st["clip_ratio"] * n
             kl_sum += st["kl"] * n
         grad_norm = torch.nn.utils.clip_grad_norm_(

@@ -1,0 +1,163 @@
+"""GRPO and SFT: the loss is right, a tiny policy learns a toy world, checkpoints resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_cli import run
+
+from agents import LocalChatModel, load_chat_model
+from graph import ResearchConfig, TrajectoryStore, research_many
+from tools.embeddings import HashEmbedder
+from tools.knowledge import KnowledgeBase
+from training.data import build_samples
+from training.grpo import completion_logps, grpo_config, policy_loss, train_grpo, train_grpo_offline
+from training.sft import train_sft
+
+TOY = ResearchConfig(search_mode="fts", max_rounds=1, max_attempts=1, max_new_tokens=1)
+
+
+def even_first_tokens(trajectory, task=None):
+    """The toy world's reward: the right action is a reply starting with an even token id."""
+    firsts = [s.completion_token_ids[0] for s in trajectory.model_steps if s.completion_token_ids]
+    return sum(i % 2 == 0 for i in firsts) / max(1, len(firsts))
+
+
+def toy_policy(smollm2, seed: int = 0) -> LocalChatModel:
+    """A fresh random 2-layer Llama with the SmolLM2 tokenizer and peaked logits."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tok = smollm2.tokenizer
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=4096, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, tie_word_embeddings=True,
+                      initializer_range=0.3)
+    return LocalChatModel(model=LlamaForCausalLM(cfg).eval(), tokenizer=tok, model_name="toy")
+
+
+@pytest.fixture
+def toy_kb(small_world, tmp_path):
+    kb = KnowledgeBase(tmp_path / "kb", embedder=HashEmbedder())
+    kb.ingest(small_world.docs, progress=False)
+    return kb
+
+
+def test_gradient_scales_with_group_advantage_and_masked_tokens_get_none():
+    old = torch.tensor([[-1.0, -2.0, -0.5, 0.0], [-0.3, -1.2, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    adv = torch.tensor([2.0, -0.5])
+    for loss_type in ("dapo", "grpo", "bnpo", "dr_grpo"):
+        logps = old.clone().requires_grad_(True)
+        loss, stats = policy_loss(logps, old, adv, mask, loss_type=loss_type)
+        loss.backward()
+        g = logps.grad
+        assert torch.all(g[mask == 0] == 0)  # padding / prompt positions: no gradient
+        assert torch.allclose(g[0, :3], g[0, 0].expand(3)) and torch.allclose(g[1, :2], g[1, 0].expand(2))
+        per_token_0 = g[0, 0] * (3 if loss_type == "grpo" else 1)
+        per_token_1 = g[1, 0] * (2 if loss_type == "grpo" else 1)
+        assert float(per_token_0 / per_token_1) == pytest.approx(-4.0)  # = A0 / A1
+        assert float(g[0, 0]) < 0  # a positive advantage pushes its tokens' logprob up
+        assert stats["clip_ratio"] == 0.0
+    # away from the ratio 1 the clip stops the gradient of an over-pushed positive token
+    logps = (old + torch.tensor([[0.5, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])).requires_grad_(True)
+    loss, stats = policy_loss(logps, old, adv, mask, epsilon_low=0.2, epsilon_high=0.2)
+    loss.backward()
+    assert logps.grad[0, 0] == 0 and logps.grad[0, 1] != 0 and stats["clip_ratio"] > 0
+
+
+def test_grpo_raises_the_reward_on_a_toy_world(smollm2, small_world, toy_kb, tmp_path):
+    policy = toy_policy(smollm2)
+    rows = []
+    args = grpo_config(tmp_path / "run", learning_rate=5e-3, max_steps=8, save_steps=4,
+                       temperature=0.3, seed=0)
+    train_grpo(small_world.tasks[:1], model=policy, output_dir=tmp_path / "run",
+               reward=even_first_tokens, knowledge=toy_kb, group_size=8, batch_tasks=1,
+               research=TOY, args=args, on_step=rows.append)
+    rewards_ = [r["reward/reward"] for r in rows]
+    assert len(rewards_) == 8
+    assert sum(rewards_[-3:]) / 3 > sum(rewards_[:3]) / 3 + 0.15, rewards_
+    out = tmp_path / "run"
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 8
+    assert (out / "curves.png").exists() and (out / "checkpoint-4" / "grpo_state.json").exists()
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert {"reward/reward", "em", "searches_after_miss", "format_rate", "tokens", "step_s",
+            "loss"} <= set(first)
+    trained = load_chat_model(f"hf:{out}")  # the output folder loads back as a model spec
+    assert isinstance(trained, LocalChatModel)
+
+
+def test_grpo_resumes_from_its_last_checkpoint(smollm2, small_world, toy_kb, tmp_path):
+    out = tmp_path / "run"
+    common = dict(model=toy_policy(smollm2), output_dir=out, reward=even_first_tokens,
+                  knowledge=toy_kb, group_size=2, batch_tasks=1, research=TOY)
+    train_grpo(small_world.tasks[:2], args=grpo_config(out, max_steps=2, save_steps=2,
+                                                        learning_rate=1e-3, temperature=0.3),
+               **common)
+    rows = []
+    common["model"] = toy_policy(smollm2, seed=1)  # a "restarted process": fresh weights
+    train_grpo(small_world.tasks[:2], resume=True, on_step=rows.append,
+               args=grpo_config(out, max_steps=3, save_steps=2, learning_rate=1e-3,
+                                temperature=0.3), **common)
+    assert [r["step"] for r in rows] == [3]
+    ckpt = torch.load(out / "checkpoint-2" / "trainer_state.pt", weights_only=False)
+    assert ckpt["optimizer"]["state"]  # the optimiser state was saved and restored
+
+
+def test_lora_grpo_saves_adapter_and_merged_model(smollm2, small_world, toy_kb, tmp_path):
+    out = tmp_path / "lora"
+    train_grpo(small_world.tasks[:1], model=toy_policy(smollm2), output_dir=out, lora=True,
+               lora_r=4, reward=even_first_tokens, knowledge=toy_kb, group_size=2,
+               batch_tasks=1, research=TOY,
+               args=grpo_config(out, max_steps=1, save_steps=0, learning_rate=1e-3, beta=0.05,
+                                temperature=0.3))
+    assert (out / "adapter" / "adapter_config.json").exists() and (out / "config.json").exists()
+    assert not (out / "adapter_config.json").exists()  # the top folder is a plain merged model
+
+
+def test_sft_lowers_loss_on_kept_completions_and_offline_grpo_runs(smollm2, small_world,
+                                                                    toy_kb, tmp_path):
+    policy = toy_policy(smollm2)
+    store = TrajectoryStore(tmp_path / "runs")
+    research_many(small_world.tasks[:2], samples_per_task=4, model=policy, knowledge=toy_kb,
+                  store=store, config=TOY.model_copy(update={"max_new_tokens": 6, "seed": 3,
+                                                             "temperature": 1.0}))
+    kept = build_samples(store, even_first_tokens, min_reward=0.5)
+
+    def nll() -> float:
+        with torch.no_grad():
+            total = sum(-completion_logps(policy.model, s, 1.0).sum().item() for s in kept)
+        return total / sum(len(s.completion_ids) for s in kept)
+
+    before = nll()
+    stats = train_sft(store, model=policy, reward=even_first_tokens, min_reward=0.5,
+                      output_dir=tmp_path / "sft", max_steps=6, learning_rate=2e-3)
+    assert stats["samples"] == len(kept) and stats["last_loss"] < stats["first_loss"]
+    assert nll() < before
+    assert (tmp_path / "sft" / "config.json").exists()
+    result = train_grpo_offline(list(store), model=toy_policy(smollm2), reward=even_first_tokens,
+                                output_dir=tmp_path / "offline",
+                                args=grpo_config(tmp_path / "offline", learning_rate=1e-3,
+                                                 temperature=1.0))
+    assert result["updates"][0]["trained_samples"] > 0 and (tmp_path / "offline" / "config.json").exists()
+
+
+def test_train_cli_errors():
+    proc = run("train", "sft", "--trajectories", "/no/such/store", "--output", "/tmp/x", check=False)
+    assert proc.returncode != 0 and "sleuth record" in proc.stderr
+    proc = run("train", "grpo", "--output", "/tmp/x", check=False)
+    assert proc.returncode != 0 and "--world-seed" in proc.stderr
+
+
+@pytest.mark.slow
+def test_real_smollm2_lora_grpo_step(smollm2, small_world, world_kb, tmp_path):
+    out = tmp_path / "smol"
+    rows = []
+    train_grpo(small_world.tasks[:1], model="local:smollm2", output_dir=out, lora=True,
+               knowledge=world_kb, group_size=2, batch_tasks=1, on_step=rows.append,
+               research=ResearchConfig(max_rounds=1, max_attempts=1, max_new_tokens=24),
+               args=grpo_config(out, max_steps=1, save_steps=0, learning_rate=1e-4))
+    assert rows and rows[0]["rollouts"] == 2 and (out / "adapter").exists()
