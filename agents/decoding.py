@@ -47,6 +47,7 @@ class GenerationRequest:
     temperature: float = 0.7
     top_p: float = 1.0
     max_new_tokens: int = 256
+    min_new_tokens: int = 0
     stop: list[str] = field(default_factory=list)
     result: GenerationOutput | None = None
 
@@ -308,7 +309,11 @@ class Batcher:
         the distribution the trainer evaluates.
         """
         temps = torch.tensor([[r.req.temperature if r.req.temperature > 0 else 1.0] for r in rows])
-        logp = torch.log_softmax(logits.float() / temps, dim=-1)
+        logits = logits.float()
+        early = [i for i, r in enumerate(rows) if len(r.out) < r.req.min_new_tokens]
+        if early and self.eos:  # not allowed to end yet: the end-of-turn tokens are masked out
+            logits[torch.tensor(early).unsqueeze(1), torch.tensor(sorted(self.eos))] = float("-inf")
+        logp = torch.log_softmax(logits / temps, dim=-1)
         keep = []
         for i, r in enumerate(rows):
             tok = _sample(logp[i], r.req, r.gen)

