@@ -109,3 +109,18 @@ def test_specs_and_clear_errors(monkeypatch, smollm2):
 def test_too_long_prompt_is_a_clear_error(tiny_model):
     with pytest.raises(ValueError, match="exceeds the model's context"):
         tiny_model.invoke([HumanMessage("word " * 5000)], max_new_tokens=8)
+
+
+def test_smollm2_sleuth_spec(smollm2):
+    """The trained policy ships as an adapter; without it the spec says how to make one."""
+    from agents.models import SLEUTH_ADAPTER
+
+    if not (SLEUTH_ADAPTER / "adapter_config.json").exists():
+        with pytest.raises(FileNotFoundError, match="sleuth train grpo"):
+            load_chat_model("local:smollm2-sleuth")
+        return
+    tuned = load_chat_model("local:smollm2-sleuth")
+    assert tuned is not smollm2 and tuned.model_name == "smollm2-sleuth-135m-instruct"
+    base_w = dict(smollm2.model.named_parameters())
+    changed = [n for n, p in tuned.model.named_parameters() if not torch.equal(p, base_w[n])]
+    assert changed  # the adapter was merged into the weights
