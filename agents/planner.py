@@ -6,14 +6,7 @@ from typing import Any
 
 from agents.base import Agent
 from agents.parsing import parse_plan
-from agents.prompting import neutralize
-from tools.knowledge import Passage
-
-
-def brief(p: Passage, words: int = 60) -> dict[str, str]:
-    """A passage as prompt data: title and first words, action tags defused."""
-    text = " ".join(p.text.split()[:words])
-    return {"title": neutralize(p.title), "text": neutralize(text)}
+from agents.prompting import brief
 
 
 class Planner(Agent):

@@ -50,6 +50,12 @@ def _block(template: jinja2.Template, name: str, context: dict[str, Any]) -> str
     return "".join(template.blocks[name](template.new_context(context))).strip()
 
 
+def brief(passage: Any, words: int = 60) -> dict[str, str]:
+    """A passage as prompt data: its title and first words, action tags defused."""
+    text = " ".join(passage.text.split()[:words])
+    return {"title": neutralize(passage.title), "text": neutralize(text)}
+
+
 def render_messages(template: jinja2.Template, **context: Any) -> list[BaseMessage]:
     """Render system, the worked examples (user, assistant pairs) and the user message."""
     messages: list[BaseMessage] = [SystemMessage(_block(template, "system", context))]

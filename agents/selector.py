@@ -7,7 +7,7 @@ from typing import Any
 
 from agents.base import Agent
 from agents.parsing import parse_verdict
-from agents.planner import brief
+from agents.prompting import brief
 from tools.knowledge import Passage
 from tools.text import overlap
 

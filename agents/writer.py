@@ -6,7 +6,7 @@ from typing import Any
 
 from agents.base import Agent
 from agents.parsing import parse_draft
-from agents.planner import brief
+from agents.prompting import brief
 from agents.schemas import Citation
 from tools.knowledge import Passage
 
