@@ -8,12 +8,18 @@
    `summary`), copy the training curves, and ship the adapter into the package as
    `local:smollm2-sleuth` when it is at most 20 MB (`--ship`).
 
-Usage: python benchmarks/learning.py [--minutes 60] [--eval-tasks 60] [--hotpot 100] [--ship]
+Each evaluation is kept under $SLEUTH_HOME/runs/learning-evals (keyed by model, weights and
+tasks), and `--resume` continues an interrupted training from its last checkpoint within the
+same total time budget, so a killed run loses at most one checkpoint interval.
+
+Usage: python benchmarks/learning.py [--minutes 60] [--eval-tasks 60] [--hotpot 100] [--resume]
+       [--ship]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -52,10 +58,12 @@ def main() -> None:
     ap.add_argument("--group-size", type=int, default=4)
     ap.add_argument("--batch-tasks", type=int, default=2)
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--resume", action="store_true")
     ap.add_argument("--ship", action="store_true")
     args = ap.parse_args()
     run_dir = sleuth_home() / "runs" / "learning"
-    if run_dir.exists():
+    evals_dir = sleuth_home() / "runs" / "learning-evals"
+    if run_dir.exists() and not args.resume:
         shutil.rmtree(run_dir)
     train_tasks = generate_world(seed=1, n_tasks=300, hops=(2, 3)).tasks
     heldout = generate_world(seed=2, n_tasks=args.eval_tasks, hops=(2, 3)).tasks
@@ -65,28 +73,42 @@ def main() -> None:
 
     def evaluate_all(model: str) -> dict:
         out = {}
+        weights = run_dir / "adapter" / "adapter_model.safetensors"
+        salt = weights.read_bytes() if model.startswith("hf:") else b""
         for name, tasks in (("world", heldout), ("hotpotqa", hotpot)):
+            key = hashlib.sha256(salt + json.dumps([model, eval_cfg.model_dump(mode="json"),
+                                                    [t["id"] for t in tasks]]).encode())
+            cached = evals_dir / f"{name}-{key.hexdigest()[:16]}.json"
+            if cached.exists():
+                console.print(f"eval {model} on {name}: kept from {cached}")
+                out[name] = json.loads(cached.read_text())
+                continue
             console.print(f"[bold]eval {model} on {name} ({len(tasks)} tasks)[/bold]")
             out[name] = evaluate(tasks, model=model, concurrency=8, config=eval_cfg)
+            evals_dir.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps(out[name], default=str))
         return out
 
-    before = evaluate_all("local:smollm2")
     console.print(f"[bold]GRPO for at most {args.minutes} minutes[/bold]")
     t0 = time.perf_counter()
     train_grpo(train_tasks, model="local:smollm2", output_dir=run_dir, lora=True, lora_r=8,
                group_size=args.group_size, batch_tasks=args.batch_tasks, research=research,
-               time_budget_s=60 * args.minutes,
+               time_budget_s=60 * args.minutes, resume=args.resume,
                args=grpo_config(run_dir, max_steps=10_000, save_steps=5, learning_rate=args.lr,
                                 temperature=0.7, seed=0),
                on_step=lambda r: console.print(
                    f"step {r['step']}: reward {r['reward/reward']:.3f} em {r['em']:.2f} "
                    f"format {r['format_rate']:.2f} after-miss {r['searches_after_miss']:.2f} "
                    f"({r['step_s']:.0f} s)"))
-    train_minutes = (time.perf_counter() - t0) / 60
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_minutes = sum(r["step_s"] for r in history) / 60  # across resumed runs
+    console.print(f"trained {len(history)} steps in {train_minutes:.1f} min "
+                  f"({(time.perf_counter() - t0) / 60:.1f} min in this run)")
+    # The untrained policy last: a killed run has then already kept the trained one's figures.
     after = evaluate_all(f"hf:{run_dir}")
+    before = evaluate_all("local:smollm2")
 
     adapter_mb = sum(f.stat().st_size for f in (run_dir / "adapter").glob("*")) / 1e6
-    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     RESULTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(run_dir / "curves.png", RESULTS / "learning_curves.png")
     checkpoint = f"hf:{run_dir}"

@@ -94,7 +94,8 @@ def test_grpo_resumes_from_its_last_checkpoint(smollm2, small_world, toy_kb, tmp
     out = tmp_path / "run"
     common = dict(model=toy_policy(smollm2), output_dir=out, reward=even_first_tokens,
                   knowledge=toy_kb, group_size=2, batch_tasks=1, research=TOY)
-    train_grpo(small_world.tasks[:2], args=grpo_config(out, max_steps=2, save_steps=2,
+    # Three steps, checkpoint at 2: step 3 is logged but lost, as in a crash before step 4.
+    train_grpo(small_world.tasks[:2], args=grpo_config(out, max_steps=3, save_steps=2,
                                                         learning_rate=1e-3, temperature=0.3),
                **common)
     rows = []
@@ -103,6 +104,8 @@ def test_grpo_resumes_from_its_last_checkpoint(smollm2, small_world, toy_kb, tmp
                args=grpo_config(out, max_steps=3, save_steps=2, learning_rate=1e-3,
                                 temperature=0.3), **common)
     assert [r["step"] for r in rows] == [3]
+    logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3]  # the lost step 3 is logged once, by the resumed run
     ckpt = torch.load(out / "checkpoint-2" / "trainer_state.pt", weights_only=False)
     assert ckpt["optimizer"]["state"]  # the optimiser state was saved and restored
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -311,7 +312,9 @@ def train_grpo(tasks: Sequence[dict[str, Any]], *, model: str | LocalChatModel =
 
     `output_dir` receives `metrics.jsonl`, `curves.png`, `checkpoint-N/` every
     `args.save_steps` steps, and the final model (loadable with `--model hf:DIR`; with LoRA
-    the adapter is merged there and also kept in `adapter/`).
+    the adapter is merged there and also kept in `adapter/`). `time_budget_s` bounds the
+    total training wall time, earlier runs of a resumed training included: no step starts that
+    would most likely end past it.
     """
     from transformers import get_scheduler
 
@@ -354,10 +357,16 @@ def train_grpo(tasks: Sequence[dict[str, Any]], *, model: str | LocalChatModel =
     order = list(by_id)
     t_start = time.perf_counter()
     metrics_file = out / "metrics.jsonl"
+    # Rows logged after the checkpoint we resume from would be logged again: keep the
+    # checkpoint's history only.
+    metrics_file.write_text("".join(json.dumps(r) + "\n" for r in state.history))
+    spent = sum(r["step_s"] for r in state.history)  # the budget covers earlier runs too
     chat.model.eval()
     while state.step < args.max_steps:
-        if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
-            break
+        if time_budget_s is not None and state.history:
+            typical = statistics.median(r["step_s"] for r in state.history[-5:])
+            if spent + time.perf_counter() - t_start + typical > time_budget_s:
+                break  # the next step would most likely end past the budget
         t0 = time.perf_counter()
         rng = random.Random(args.seed * 1_000_003 + state.step)
         batch = [by_id[i] for i in rng.sample(order, min(batch_tasks, len(order)))]
@@ -377,7 +386,8 @@ def train_grpo(tasks: Sequence[dict[str, Any]], *, model: str | LocalChatModel =
         row = {"step": state.step, **step_metrics(trajectories, scores), **stats,
                "rollouts": len(trajectories), "samples": len(samples),
                "rollout_s": t_roll, "step_s": time.perf_counter() - t0,
-               "lr": scheduler.get_last_lr()[0], "elapsed_s": time.perf_counter() - t_start}
+               "lr": scheduler.get_last_lr()[0],
+               "elapsed_s": spent + time.perf_counter() - t_start}
         state.history.append(row)
         with metrics_file.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
