@@ -178,3 +178,7 @@ def test_sft_learns_from_a_model_that_records_no_token_ids(smollm2, small_world,
                       min_reward=0.5, output_dir=tmp_path / "student", max_steps=2,
                       learning_rate=1e-3)
     assert stats["samples"] == sum(len(t.model_steps) for t in store)
+    budget = train_sft(store, model=toy_policy(smollm2), reward=lambda t, task=None: 1.0,
+                       min_reward=0.5, output_dir=tmp_path / "budget", max_steps=5,
+                       time_budget_s=1e-3)
+    assert budget["steps"] == 1  # the wall-clock budget stops training after its first step

@@ -9,6 +9,7 @@ so TRL trains the completions only, never the prompts, tool outputs or retrieved
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +66,27 @@ def train_sft(trajectories: TrajectoryStore | list[Trajectory], *, output_dir: s
               min_reward: float = 0.5, tasks: dict[str, dict[str, Any]] | None = None,
               roles: list[str] | None = None, lora: bool = False, lora_r: int = 16,
               epochs: float = 1.0, learning_rate: float | None = None, batch_size: int = 4,
-              max_steps: int = -1, **sft_args: Any) -> dict[str, Any]:
+              max_steps: int = -1, time_budget_s: float | None = None,
+              **sft_args: Any) -> dict[str, Any]:
     """Fine-tune on the completions of high-reward trajectories; returns the training stats.
 
     The trained model is saved to `output_dir` as a plain HF folder (loadable with
-    `--model hf:DIR`; a LoRA adapter is merged there and kept in `adapter/`).
+    `--model hf:DIR`; a LoRA adapter is merged there and kept in `adapter/`). With
+    `time_budget_s`, training stops after the first optimiser step that ends past it.
     """
+    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
+
+    class TimeBudget(TrainerCallback):
+        """Stops training once the wall-clock budget is spent."""
+
+        def __init__(self, seconds: float):
+            self.deadline = time.perf_counter() + seconds
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if time.perf_counter() > self.deadline:
+                control.should_training_stop = True
+            return control
 
     chat = _base(model)
     samples = build_samples(tokenize_untokenized(list(trajectories), chat.tokenizer),
@@ -94,7 +109,8 @@ def train_sft(trajectories: TrajectoryStore | list[Trajectory], *, output_dir: s
                      logging_steps=1, save_strategy="no", max_length=None,
                      **sft_args)
     trainer = SFTTrainer(model=chat.model, args=args, train_dataset=dataset,
-                         processing_class=chat.tokenizer, peft_config=peft_config)
+                         processing_class=chat.tokenizer, peft_config=peft_config,
+                         callbacks=[TimeBudget(time_budget_s)] if time_budget_s else None)
     result = trainer.train()
     chat.model = trainer.model
     chat.close()  # the decoder must see the trained (or wrapped) model
