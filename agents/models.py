@@ -85,8 +85,9 @@ def smollm2_folder() -> Path:
 def with_adapter(model: Any, adapter: Path) -> Any:
     """The model with a PEFT LoRA adapter merged in (plain weights: no adapter cost per token)."""
     if not (adapter / "adapter_config.json").exists():
-        raise FileNotFoundError(f"no LoRA adapter at {adapter}: this sleuth build ships none; "
-                                "train one with `sleuth train grpo --lora` and load it with hf:DIR")
+        raise FileNotFoundError(f"no LoRA adapter at {adapter}: reinstall sleuth to get the "
+                                "shipped one, or train one with `sleuth train grpo --lora` (or "
+                                "`sleuth train sft --lora`) and load it with hf:DIR")
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().eval()

@@ -108,6 +108,7 @@ def run_rft(tasks: list[dict], run_dir: Path, args: argparse.Namespace) -> dict:
     state = json.loads(state_file.read_text()) if state_file.exists() else {"spent_s": 0.0}
     store = TrajectoryStore(run_dir / "trajectories")
     done = {t.task_id for t in store}
+    right = sum(rewards.exact_match(t) for t in store)  # runs kept from an interrupted run
     todo = [t for t in tasks if t["id"] not in done]
     knowledge = cached_kb(corpus_of(tasks))
     sample_cfg = RESEARCH.model_copy(update={"temperature": args.sample_temperature})
@@ -118,14 +119,14 @@ def run_rft(tasks: list[dict], run_dir: Path, args: argparse.Namespace) -> dict:
         batch, todo = todo[:chunk], todo[chunk:]
         if state["spent_s"] + state.get("last_s", 0.0) > budget_s:
             break
-        research_many(batch, samples_per_task=args.group_size, concurrency=8, store=store,
-                      model="local:smollm2", knowledge=knowledge,
-                      config=sample_cfg.model_copy(update={"seed": len(done)}))
+        results = research_many(batch, samples_per_task=args.group_size, concurrency=8,
+                                store=store, model="local:smollm2", knowledge=knowledge,
+                                config=sample_cfg.model_copy(update={"seed": len(done)}))
         done.update(t["id"] for t in batch)
         state["last_s"] = time.perf_counter() - t0
         state["spent_s"] += state["last_s"]
         state_file.write_text(json.dumps(state))
-        right = sum(rewards.exact_match(t) for t in store)
+        right += sum(rewards.exact_match(r.trajectory) for r in results if r.trajectory)
         console.print(f"recorded {len(store)} runs of {len(done)} tasks, {right:.0f} exactly "
                       f"right ({state['spent_s'] / 60:.1f} min)")
     console.print("[bold]RFT: SFT on the exactly right runs[/bold]")

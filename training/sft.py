@@ -31,15 +31,14 @@ def _base(model: str | LocalChatModel) -> LocalChatModel:
     raise ValueError(f"SFT trains local models (local:smollm2 or hf:<folder>), not {model!r}")
 
 
-_ROLE = {"human": "user", "ai": "assistant", "system": "system", "tool": "user"}
-
-
-def tokenize_untokenized(trajectories: list[Trajectory], tokenizer: Any) -> list[Trajectory]:
-    """Give model calls recorded without token ids (an API model's) ids from this tokenizer.
+def tokenize_untokenized(trajectories: list[Trajectory], chat: LocalChatModel) -> list[Trajectory]:
+    """Give model calls recorded without token ids (an API model's) ids from `chat`'s encoding.
 
     Fine for supervised learning (the target is the text); RL never does this, because its
     importance ratios need the ids and logprobs that were actually sampled.
     """
+    from langchain_core.messages import convert_to_messages
+
     out = []
     for t in trajectories:
         if all(s.completion_token_ids for s in t.model_steps):
@@ -49,13 +48,11 @@ def tokenize_untokenized(trajectories: list[Trajectory], tokenizer: Any) -> list
         for s in t.model_steps:
             if s.completion_token_ids or not s.text:
                 continue
-            chat = [{"role": _ROLE.get(m.get("role", "user"), "user"), "content": str(m["content"])}
-                    for m in s.prompt_messages]
-            ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True,
-                                                return_dict=False)
-            s.prompt_token_ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-            s.completion_token_ids = (tokenizer(s.text, add_special_tokens=False)["input_ids"]
-                                      + [tokenizer.eos_token_id])
+            messages = convert_to_messages([(m.get("role", "human"), str(m["content"]))
+                                            for m in s.prompt_messages])
+            s.prompt_token_ids = chat.encode_prompt(messages)[0]  # the policy's own encoding
+            s.completion_token_ids = (chat.tokenizer(s.text, add_special_tokens=False)["input_ids"]
+                                      + [chat.tokenizer.eos_token_id])
         out.append(t)
     return out
 
@@ -89,7 +86,7 @@ def train_sft(trajectories: TrajectoryStore | list[Trajectory], *, output_dir: s
             return control
 
     chat = _base(model)
-    samples = build_samples(tokenize_untokenized(list(trajectories), chat.tokenizer),
+    samples = build_samples(tokenize_untokenized(list(trajectories), chat),
                             reward or rewards.f1, tasks=tasks, min_reward=min_reward, roles=roles)
     if not samples:
         raise ValueError(f"no model call of a trajectory with reward >= {min_reward} to train "
