@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from langchain_core.callbacks import dispatch_custom_event
 from langchain_core.language_models import BaseChatModel
@@ -14,8 +14,15 @@ from pydantic import BaseModel
 
 from agents.models import LocalChatModel
 from agents.prompting import load_template, render_messages
+from agents.schemas import Counters
 
 PARSED_EVENT = "sleuth.parsed"
+In = TypeVar("In", bound=BaseModel)
+
+
+def read_input(model: type[In], state: In | Mapping[str, Any]) -> In:
+    """A role's typed input from its model or from any mapping holding its keys (the state)."""
+    return state if isinstance(state, model) else model.model_validate(dict(state))
 
 
 class Reply(BaseModel):
@@ -33,6 +40,7 @@ class Agent:
 
     role = "agent"
     stop: list[str] | None = None
+    input_model: ClassVar[type[BaseModel]]
 
     def __init__(self, model: BaseChatModel, *, prompt: str | Path | None = None,
                  max_new_tokens: int = 96, temperature: float | None = None):
@@ -44,15 +52,15 @@ class Agent:
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
 
-    def call_model(self, state: Mapping[str, Any], **context: Any) -> Reply:
+    def call_model(self, seed: int | None, **context: Any) -> Reply:
         """Render the prompt, call the model once (tagged with this role), never raise."""
         messages = render_messages(self.template, **context)
         call_id = uuid.uuid4().hex
         kwargs: dict[str, Any] = {}
         if isinstance(self.model, LocalChatModel):
             kwargs["max_new_tokens"] = self.max_new_tokens
-            if state.get("seed") is not None:
-                kwargs["seed"] = state["seed"]
+            if seed is not None:
+                kwargs["seed"] = seed
             if self.temperature is not None:
                 kwargs["temperature"] = self.temperature
         metadata = {**(ensure_config().get("metadata") or {}), "sleuth_role": self.role,
@@ -77,9 +85,9 @@ class Agent:
             pass
 
     @staticmethod
-    def usage(reply: Reply, ok: bool) -> dict[str, int]:
+    def usage(reply: Reply, ok: bool) -> Counters:
         """Counter increments for one model call."""
-        return {"model_calls": 1, "prompt_tokens": reply.prompt_tokens,
-                "completion_tokens": reply.completion_tokens,
-                "tokens": reply.prompt_tokens + reply.completion_tokens,
-                "format_failures": 0 if ok else 1, "model_errors": 1 if reply.error else 0}
+        return Counters(model_calls=1, prompt_tokens=reply.prompt_tokens,
+                        completion_tokens=reply.completion_tokens,
+                        tokens=reply.prompt_tokens + reply.completion_tokens,
+                        format_failures=0 if ok else 1, model_errors=1 if reply.error else 0)

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.tools import BaseTool
 
-from agents.base import Agent
+from agents.base import Agent, read_input
 from agents.parsing import parse_search
-from agents.schemas import QueryRecord
+from agents.schemas import Counters, QueryRecord, SearchRequest, SearchUpdate
 from agents.tools import as_tool
 from tools.errors import ToolError
-from tools.knowledge import Passage
-from tools.retrievers import Retriever
 from tools.text import overlap
+from tools.types import Passage, Retriever
 
 
 class Searcher(Agent):
-    """Turns `{"question", "sub_question", "seen", "searches_left"}` into passages and queries.
+    """Turns a `SearchRequest` (one sub-question) into passages and the queries that found them.
 
     A search *misses* when it brings no new passage relevant to the sub-question (at least
     `relevance` of its content words occur in the passage); then the searcher asks the model
@@ -28,6 +26,7 @@ class Searcher(Agent):
 
     role = "searcher"
     stop = ["</search>"]
+    input_model = SearchRequest
 
     def __init__(self, model: Any, tools: Sequence[Retriever | BaseTool], *, k: int = 5,
                  max_attempts: int = 3, relevance: float = 0.5, **kwargs: Any):
@@ -51,44 +50,41 @@ class Searcher(Agent):
                 errors.append(f"{tool.name}: {e.message}")
         return list(found.values()), "; ".join(errors) or None, ",".join(t.name for t in self.tools)
 
-    def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, request: SearchRequest | Mapping[str, Any]) -> SearchUpdate:
         """Search for one sub-question."""
-        question = task["question"]
-        sub_q = task.get("sub_question") or question
-        seen = set(task.get("seen") or ())
-        budget = min(self.max_attempts, task.get("searches_left", self.max_attempts))
+        req = read_input(SearchRequest, request)
+        sub_q = req.sub_question or req.question
+        seen = set(req.seen)
         records: list[QueryRecord] = []
-        passages: list[Passage] = []
-        notes: list[str] = []
-        counters: Counter[str] = Counter()
-        for attempt in range(budget):
-            reply = self.call_model(task, question=question, sub_question=sub_q,
-                                    known=task.get("known") or [], attempts=records)
+        out = SearchUpdate()
+        for attempt in range(min(self.max_attempts, req.searches_left)):
+            reply = self.call_model(req.seed, question=req.question, sub_question=sub_q,
+                                    known=req.known, attempts=records)
             action = parse_search(reply.text)
             self.report_parse(reply, action)
-            counters.update(self.usage(reply, action.ok))
+            out.counters += self.usage(reply, action.ok)
             query = action.query
             if query is None:
-                notes.append(f"searcher: no <search> query in the reply for {sub_q!r}"
-                             if not reply.error else f"searcher: model call failed ({reply.error})")
+                out.notes.append(f"searcher: no <search> query in the reply for {sub_q!r}"
+                                 if not reply.error else f"searcher: model call failed ({reply.error})")
                 if attempt:
                     break
                 query = sub_q  # first attempt: search the sub-question itself
             results, error, tool = self._search(query)
             if error:
-                notes.append(f"searcher: {error}")
+                out.notes.append(f"searcher: {error}")
             new = [p for p in results if p.chunk_id not in seen]
             relevant = [p for p in new if overlap(sub_q, f"{p.title} {p.text}") >= self.relevance]
             seen.update(p.chunk_id for p in new)
-            passages.extend(new)
+            out.passages.extend(new)
             after_miss = bool(records) and records[-1].miss
-            records.append(QueryRecord(sub_question=sub_q, query=query, round=task.get("round", 0),
+            records.append(QueryRecord(sub_question=sub_q, query=query, round=req.round,
                                        attempt=attempt, tool=tool,
                                        retrieved=[p.chunk_id for p in results], new=len(new),
                                        relevant_new=len(relevant), miss=not relevant, error=error))
-            counters.update({"searches": 1, "misses": int(not relevant),
-                             "searches_after_miss": int(after_miss)})
+            out.counters += Counters(searches=1, misses=int(not relevant),
+                                     searches_after_miss=int(after_miss))
             if relevant:
                 break
-        return {"passages": passages, "queries": records, "notes": notes,
-                "counters": dict(counters)}
+        out.queries = records
+        return out

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
-from agents.base import Agent
+from agents.base import Agent, read_input
 from agents.parsing import parse_verdict
 from agents.prompting import brief
-from tools.knowledge import Passage
+from agents.schemas import SelectorInput, SelectorUpdate
 from tools.text import overlap
+from tools.types import Passage
 
 
 class _Judge(Agent):
@@ -22,6 +23,7 @@ class Selector:
     retrieval rank); optionally a model's yes/no judgement of each remaining passage."""
 
     role = "selector"
+    input_model = SelectorInput
 
     def __init__(self, model: Any = None, *, k: int = 6, judge: bool = False, **kwargs: Any):
         if judge and model is None:
@@ -29,19 +31,17 @@ class Selector:
         self.k = k
         self.judge = _Judge(model, max_new_tokens=4, **kwargs) if judge else None
 
-    def rank(self, state: dict[str, Any]) -> list[Passage]:
+    def rank(self, state: SelectorInput | Mapping[str, Any]) -> list[Passage]:
         """Best passage per document, by relevance to the question and its sub-questions."""
-        question = state["question"]
-        subs = state.get("sub_questions") or []
-        passages: list[Passage] = state.get("passages") or []
+        inp = read_input(SelectorInput, state)
 
         def relevance(p: Passage) -> float:
             text = f"{p.title} {p.text}"
-            sub = max((overlap(q, text) for q in subs), default=0.0)
-            return overlap(question, text) + 0.5 * sub
+            sub = max((overlap(q, text) for q in inp.sub_questions), default=0.0)
+            return overlap(inp.question, text) + 0.5 * sub
 
         best: dict[str, tuple[float, float, Passage]] = {}
-        for i, p in enumerate(passages):
+        for i, p in enumerate(inp.passages):
             rel = relevance(p)
             score = rel + 0.1 / (1 + i)  # retrieval order breaks ties
             if p.doc_id not in best or score > best[p.doc_id][0]:
@@ -49,18 +49,20 @@ class Selector:
         ranked = sorted(best.values(), key=lambda t: -t[0])
         return [p for _, rel, p in ranked if rel > 0] or [p for _, _, p in ranked]
 
-    def __call__(self, state: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, state: SelectorInput | Mapping[str, Any]) -> SelectorUpdate:
         """Select the evidence for the writer (and the planner's next round)."""
-        ranked = self.rank(state)[: self.k * (2 if self.judge else 1)]
-        counters: Counter[str] = Counter()
+        inp = read_input(SelectorInput, state)
+        ranked = self.rank(inp)[: self.k * (2 if self.judge else 1)]
+        out = SelectorUpdate()
         if self.judge is not None and ranked:
             kept = []
             for p in ranked:
-                reply = self.judge.call_model(state, question=state["question"], passage=brief(p))
+                reply = self.judge.call_model(inp.seed, question=inp.question, passage=brief(p))
                 verdict = parse_verdict(reply.text)
                 self.judge.report_parse(reply, verdict)
-                counters.update(self.judge.usage(reply, verdict.ok))
+                out.counters += self.judge.usage(reply, verdict.ok)
                 if verdict.relevant or not verdict.ok:
                     kept.append(p)
             ranked = kept or ranked[:2]
-        return {"evidence": ranked[: self.k], "counters": dict(counters)}
+        out.evidence = ranked[: self.k]
+        return out

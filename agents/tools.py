@@ -10,8 +10,9 @@ from typing import Any
 
 from langchain_core.tools import BaseTool, StructuredTool
 
-from tools.knowledge import KnowledgeBase, Passage
-from tools.retrievers import Retriever, WebRetriever
+from tools.knowledge import KnowledgeBase
+from tools.retrievers import WebRetriever
+from tools.types import Passage, Retriever
 
 
 def tool_name(retriever: Any) -> str:

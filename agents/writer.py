@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from agents.base import Agent
+from agents.base import Agent, read_input
 from agents.parsing import parse_draft
 from agents.prompting import brief
-from agents.schemas import Citation
-from tools.knowledge import Passage
+from agents.schemas import Citation, WriterInput, WriterUpdate
 
 
 class Writer(Agent):
-    """Answers from `state["evidence"]` (or the best retrieved passages when none was selected).
+    """Answers from the selected evidence (or the best retrieved passages when none was selected).
 
     Citations are numbers into that evidence list; a number that points at no passage of this
     run is dropped and counted in `dropped_citations`.
     """
 
     role = "writer"
+    input_model = WriterInput
 
     def __init__(self, model: Any, *, max_evidence: int = 5, passage_words: int = 60,
                  max_new_tokens: int = 128, **kwargs: Any):
@@ -26,13 +27,12 @@ class Writer(Agent):
         self.max_evidence = max_evidence
         self.passage_words = passage_words
 
-    def __call__(self, state: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, state: WriterInput | Mapping[str, Any]) -> WriterUpdate:
         """Write the answer and report."""
-        evidence: list[Passage] = list(state.get("evidence") or [])
-        if not evidence:
-            evidence = sorted(state.get("passages") or [], key=lambda p: -p.score)
+        inp = read_input(WriterInput, state)
+        evidence = inp.evidence or sorted(inp.passages, key=lambda p: -p.score)
         evidence = evidence[: self.max_evidence]
-        reply = self.call_model(state, question=state["question"],
+        reply = self.call_model(inp.seed, question=inp.question,
                                 evidence=[brief(p, self.passage_words) for p in evidence])
         draft = parse_draft(reply.text)
         self.report_parse(reply, draft)
@@ -51,7 +51,6 @@ class Writer(Agent):
             notes.append("writer: no <answer> in the reply")
         if dropped:
             notes.append(f"writer: dropped {dropped} citation(s) to passages not retrieved")
-        counters = self.usage(reply, draft.ok)
-        counters["dropped_citations"] = dropped
-        return {"answer": draft.answer, "report": draft.report, "citations": citations,
-                "evidence": evidence, "notes": notes, "counters": counters}
+        counters = self.usage(reply, draft.ok).model_copy(update={"dropped_citations": dropped})
+        return WriterUpdate(answer=draft.answer, report=draft.report, citations=citations,
+                            evidence=evidence, notes=notes, counters=counters)

@@ -4,7 +4,11 @@
     select -> plan (next round) | write ;  plan -> write when it is done or a budget is spent
     write -> END
 
-Any role may be replaced by any callable `(state) -> update` (sync or async). Budgets
+Any role may be replaced by any callable `(state) -> update` (sync or async). A role whose
+first parameter is annotated with a pydantic model (as the agents' `PlannerInput`,
+`SearchRequest`, ... are) receives that model built from the state, as LangGraph does for
+node input schemas; a role may return a dict or a pydantic model whose fields are state keys
+(the agents' `*Update` models). Budgets
 (rounds, searches, model calls, tokens) are checked before each round and each fan-out, so
 every run ends with the writer. Progress events go to LangGraph's custom stream
 (`stream_mode="custom"`).
@@ -13,7 +17,8 @@ every run ends with the writer. Progress events go to LangGraph's custom stream
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -22,17 +27,17 @@ from langchain_core.tools import BaseTool
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send, interrupt
+from pydantic import BaseModel
 
 from agents import Planner, Searcher, Selector, Writer, as_tool, load_chat_model
+from agents.schemas import Counters, SearchRequest
 from graph.config import ResearchConfig
-from graph.state import ResearchInput, ResearchOutput, ResearchState, SearchTask, add_counts
+from graph.state import ResearchInput, ResearchOutput, ResearchState
 from tools.knowledge import KnowledgeBase
 from tools.retrievers import WebRetriever
-from tools.web import SearchBackend
+from tools.types import SearchBackend
 
 Role = Callable[[Any], Any]
-COUNTERS = ("model_calls", "prompt_tokens", "completion_tokens", "tokens", "format_failures",
-            "model_errors", "searches", "misses", "searches_after_miss", "dropped_citations")
 
 
 def _is_async(fn: Any) -> bool:
@@ -40,21 +45,55 @@ def _is_async(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
+def input_model(role: Role) -> type[BaseModel] | None:
+    """The pydantic model a role reads: its `input_model`, else its first parameter's type."""
+    model = getattr(role, "input_model", None)
+    if model is None:
+        fn = role if inspect.isfunction(role) or inspect.ismethod(role) else type(role).__call__
+        try:
+            params = list(inspect.signature(role).parameters)
+            model = typing.get_type_hints(fn).get(params[0]) if params else None
+        except (TypeError, ValueError, NameError):  # no signature or unresolvable hints
+            return None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def as_update(result: Any) -> dict[str, Any]:
+    """A role's result as a state update: a dict, or a pydantic model's fields."""
+    if result is None:
+        return {}
+    if isinstance(result, BaseModel):
+        return {name: getattr(result, name) for name in type(result).model_fields}
+    if not isinstance(result, Mapping):
+        raise TypeError(f"a role must return a dict or a pydantic model of state keys, not "
+                        f"{type(result).__name__}")
+    return dict(result)
+
+
 def _node(role: Role, pre: Callable[[Any, ResearchConfig], tuple[Any, dict | None]],
           post: Callable[[Any, ResearchConfig, dict], dict],
           base: ResearchConfig) -> Callable[..., Any]:
     """Wrap a role: `pre` prepares its input (or short-circuits), `post` books the result."""
+    model = input_model(role)
+
+    def prepare(state: Any, config: RunnableConfig) -> tuple[ResearchConfig, Any, dict | None]:
+        cfg = ResearchConfig.from_runnable_config(config, base=base)
+        arg, done = pre(state, cfg)
+        if done is None and model is not None:
+            arg = arg if isinstance(arg, model) else model.model_validate(as_update(arg))
+        elif done is None and isinstance(arg, BaseModel):
+            arg = as_update(arg)  # a plain callable reads a dict
+        return cfg, arg, done
+
     if _is_async(role):
         async def anode(state: Any, config: RunnableConfig) -> dict:
-            cfg = ResearchConfig.from_runnable_config(config, base=base)
-            arg, done = pre(state, cfg)
-            return done if done is not None else post(state, cfg, dict(await role(arg) or {}))
+            cfg, arg, done = prepare(state, config)
+            return done if done is not None else post(state, cfg, as_update(await role(arg)))
         return anode
 
     def node(state: Any, config: RunnableConfig) -> dict:
-        cfg = ResearchConfig.from_runnable_config(config, base=base)
-        arg, done = pre(state, cfg)
-        return done if done is not None else post(state, cfg, dict(role(arg) or {}))
+        cfg, arg, done = prepare(state, config)
+        return done if done is not None else post(state, cfg, as_update(role(arg)))
     return node
 
 
@@ -67,14 +106,14 @@ def _emit(event: dict[str, Any]) -> None:
 
 def budget_spent(state: dict[str, Any], cfg: ResearchConfig) -> str | None:
     """The reason a run must stop researching now, or None."""
-    c = state.get("counters") or {}
+    c = Counters() + state.get("counters")
     if state.get("round", 0) >= cfg.max_rounds:
         return "max_rounds"
-    if c.get("searches", 0) >= cfg.max_searches:
+    if c.searches >= cfg.max_searches:
         return "max_searches"
-    if c.get("model_calls", 0) >= cfg.max_model_calls:
+    if c.model_calls >= cfg.max_model_calls:
         return "max_model_calls"
-    if c.get("tokens", 0) >= cfg.max_tokens:
+    if c.tokens >= cfg.max_tokens:
         return "max_tokens"
     return None
 
@@ -93,7 +132,7 @@ def _plan_post(state: dict, cfg: ResearchConfig, update: dict) -> dict:
     plan = [str(q) for q in (update.get("plan") or [])][: cfg.max_subquestions]
     rnd = state.get("round", 0) + 1
     _emit({"event": "plan", "round": rnd, "plan": plan})
-    return {**update, "plan": plan, "round": rnd,
+    return {**update, "plan": plan, "sub_questions": plan, "round": rnd,
             **({} if plan else {"stop_reason": "planner_done"})}
 
 
@@ -117,23 +156,23 @@ def _route_plan(base: ResearchConfig) -> Callable[..., Any]:
     def route(state: dict, config: RunnableConfig) -> Any:
         cfg = ResearchConfig.from_runnable_config(config, base=base)
         plan = state.get("plan") or []
-        left = cfg.max_searches - (state.get("counters") or {}).get("searches", 0)
+        left = cfg.max_searches - (Counters() + state.get("counters")).searches
         if not plan or left <= 0:
             return "write"
         plan = plan[:left]
         seen = [p.chunk_id for p in state.get("passages") or []]
         known = [p.title for p in state.get("evidence") or [] if p.title]
-        return [Send("search", SearchTask(question=state["question"], sub_question=q,
-                                          round=state.get("round", 0), seed=state.get("seed"),
-                                          seen=seen, known=known,
-                                          searches_left=max(1, left // len(plan))))
+        return [Send("search", SearchRequest(question=state["question"], sub_question=q,
+                                             round=state.get("round", 0), seed=state.get("seed"),
+                                             seen=seen, known=known,
+                                             searches_left=max(1, left // len(plan))))
                 for q in plan]
     return route
 
 
-def _search_post(task: dict, cfg: ResearchConfig, update: dict) -> dict:
+def _search_post(task: SearchRequest, cfg: ResearchConfig, update: dict) -> dict:
     for q in update.get("queries") or []:
-        _emit({"event": "search", "sub_question": task.get("sub_question"), "query": q.query,
+        _emit({"event": "search", "sub_question": task.sub_question, "query": q.query,
                "new": q.new, "miss": q.miss, "error": q.error})
     return update
 
@@ -153,8 +192,8 @@ def _route_select(base: ResearchConfig) -> Callable[..., str]:
 
 
 def _write_post(state: dict, cfg: ResearchConfig, update: dict) -> dict:
-    counters = add_counts(state.get("counters"), update.get("counters"))
-    stats = {**dict.fromkeys(COUNTERS, 0), **counters, "rounds": state.get("round", 0),
+    counters = Counters() + state.get("counters") + update.get("counters")
+    stats = {**counters.model_dump(), "rounds": state.get("round", 0),
              "passages": len(state.get("passages") or [])}
     out = {**update, "stats": stats,
            "retrieved": list(state.get("passages") or []),

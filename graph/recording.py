@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -42,6 +43,21 @@ def _hits(output: Any) -> list[dict[str, Any]]:
     return hits
 
 
+@dataclass
+class _Call:
+    """A model or tool call in flight or done: its step, when it started, and (for a model
+    call) the id agents use to report how its reply parsed."""
+
+    step: ModelStep | ToolStep
+    t0: float
+    call_id: str = ""
+
+    def done(self) -> _Call:
+        """Set the step's latency; return self."""
+        self.step.latency_s = time.perf_counter() - self.t0
+        return self
+
+
 class TrajectoryRecorder(BaseCallbackHandler):
     """Collects the model and tool calls of one run; `trajectory()` returns them in order."""
 
@@ -50,9 +66,9 @@ class TrajectoryRecorder(BaseCallbackHandler):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: dict[UUID, tuple[float, ModelStep | ToolStep, str]] = {}
+        self._pending: dict[UUID, _Call] = {}
         self._parsed: dict[str, dict[str, Any]] = {}
-        self.steps: list[tuple[ModelStep | ToolStep, str]] = []
+        self.calls: list[_Call] = []
 
     # ------------------------------------------------------------------ model calls
 
@@ -65,14 +81,14 @@ class TrajectoryRecorder(BaseCallbackHandler):
                          prompt_messages=[_message(m) for m in messages[0]],
                          model=str(md.get("ls_model_name") or ""), started_at=time.time())
         with self._lock:
-            self._pending[run_id] = (time.perf_counter(), step, str(md.get("sleuth_call_id") or ""))
+            self._pending[run_id] = _Call(step, time.perf_counter(), str(md.get("sleuth_call_id") or ""))
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
-            entry = self._pending.pop(run_id, None)
-        if entry is None or not isinstance(entry[1], ModelStep):
+            call = self._pending.pop(run_id, None)
+        if call is None or not isinstance(call.step, ModelStep):
             return
-        t0, step, call_id = entry
+        step = call.step
         gen = response.generations[0][0] if response.generations and response.generations[0] else None
         if gen is not None:
             msg = getattr(gen, "message", None)
@@ -82,18 +98,15 @@ class TrajectoryRecorder(BaseCallbackHandler):
             step.completion_token_ids = meta.get("completion_token_ids")
             step.logprobs = meta.get("logprobs")
             step.model = str(meta.get("model_name") or meta.get("model") or step.model)
-        step.latency_s = time.perf_counter() - t0
         with self._lock:
-            self.steps.append((step, call_id))
+            self.calls.append(call.done())
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
-            entry = self._pending.pop(run_id, None)
-            if entry is not None:
-                t0, step, call_id = entry
-                step.error = f"{type(error).__name__}: {error}"
-                step.latency_s = time.perf_counter() - t0
-                self.steps.append((step, call_id))
+            call = self._pending.pop(run_id, None)
+            if call is not None:
+                call.step.error = f"{type(error).__name__}: {error}"
+                self.calls.append(call.done())
 
     def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
         if name == PARSED_EVENT and isinstance(data, dict) and data.get("call_id"):
@@ -110,39 +123,35 @@ class TrajectoryRecorder(BaseCallbackHandler):
                         node=str(md.get("langgraph_node") or ""),
                         input=inputs if inputs is not None else input_str, started_at=time.time())
         with self._lock:
-            self._pending[run_id] = (time.perf_counter(), step, "")
+            self._pending[run_id] = _Call(step, time.perf_counter())
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
-            entry = self._pending.pop(run_id, None)
-            if entry is not None and isinstance(entry[1], ToolStep):
-                t0, step, _ = entry
-                step.output = _hits(output)
-                step.latency_s = time.perf_counter() - t0
-                self.steps.append((step, ""))
+            call = self._pending.pop(run_id, None)
+            if call is not None and isinstance(call.step, ToolStep):
+                call.step.output = _hits(output)
+                self.calls.append(call.done())
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
-            entry = self._pending.pop(run_id, None)
-            if entry is not None and isinstance(entry[1], ToolStep):
-                t0, step, _ = entry
-                step.error = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
-                step.latency_s = time.perf_counter() - t0
-                self.steps.append((step, ""))
+            call = self._pending.pop(run_id, None)
+            if call is not None and isinstance(call.step, ToolStep):
+                call.step.error = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
+                self.calls.append(call.done())
 
     # ------------------------------------------------------------------ result
 
     def trajectory(self, **fields: Any) -> Trajectory:
         """The recorded steps in start order, as a `Trajectory` with the given fields."""
         with self._lock:
-            steps = sorted(self.steps, key=lambda sc: sc[0].started_at)
+            calls = sorted(self.calls, key=lambda c: c.step.started_at)
             parsed = dict(self._parsed)
         out = []
-        for step, call_id in steps:
-            step = step.model_copy()
-            if isinstance(step, ModelStep) and call_id in parsed:
-                step.parsed = parsed[call_id].get("parsed")
-                step.parse_ok = bool(parsed[call_id].get("ok"))
+        for call in calls:
+            step = call.step.model_copy()
+            if isinstance(step, ModelStep) and call.call_id in parsed:
+                step.parsed = parsed[call.call_id].get("parsed")
+                step.parse_ok = bool(parsed[call.call_id].get("ok"))
             out.append(step)
         return Trajectory(steps=out, **fields)
 
@@ -151,4 +160,4 @@ class TrajectoryRecorder(BaseCallbackHandler):
         with self._lock:
             self._pending.clear()
             self._parsed.clear()
-            self.steps.clear()
+            self.calls.clear()

@@ -27,10 +27,11 @@ from graph.builder import build_research_graph
 from graph.config import ResearchConfig
 from graph.recording import TrajectoryRecorder
 from graph.store import TrajectoryStore
-from graph.trajectory import Trajectory
-from tools.knowledge import KnowledgeBase, Passage
+from graph.trajectory import Gold, Trajectory
+from tools.knowledge import KnowledgeBase
 from tools.retrievers import WebRetriever
-from tools.web import SearchBackend, SearxngSearch
+from tools.types import Passage, SearchBackend
+from tools.web import SearxngSearch
 
 MAX_QUESTION_CHARS = 4000
 
@@ -113,7 +114,7 @@ class _Run:
 
     def __init__(self, question: str, *, model: str | BaseChatModel | None, knowledge: Any,
                  web: Any, config: ResearchConfig | None, task_id: str | None,
-                 group_id: str | None, gold: dict[str, Any] | None, checkpointer: Any,
+                 group_id: str | None, gold: Gold | None, checkpointer: Any,
                  thread_id: str | None, graph: Any = None):
         self.question = check_question(question)
         self.cfg = config or ResearchConfig()
@@ -156,7 +157,7 @@ class _Run:
 def research(question: str, *, model: str | BaseChatModel | None = None, knowledge: Any = None,
              web: Any = None, config: ResearchConfig | None = None,
              store: TrajectoryStore | None = None, task_id: str | None = None,
-             group_id: str | None = None, gold: dict[str, Any] | None = None,
+             group_id: str | None = None, gold: Gold | None = None,
              checkpointer: Any = None, thread_id: str | None = None,
              approve: Callable[[dict[str, Any]], Any] | None = None,
              on_event: Callable[[dict[str, Any]], None] | None = None,
@@ -194,7 +195,7 @@ def research(question: str, *, model: str | BaseChatModel | None = None, knowled
 async def aresearch(question: str, *, model: str | BaseChatModel | None = None,
                     knowledge: Any = None, web: Any = None, config: ResearchConfig | None = None,
                     store: TrajectoryStore | None = None, task_id: str | None = None,
-                    group_id: str | None = None, gold: dict[str, Any] | None = None,
+                    group_id: str | None = None, gold: Gold | None = None,
                     checkpointer: Any = None, thread_id: str | None = None) -> ResearchResult:
     """Async `research` (no plan approval; use the graph directly for that)."""
     run = _Run(question, model=model, knowledge=knowledge, web=web, config=config,
@@ -210,15 +211,6 @@ def _task(t: str | dict[str, Any], i: int) -> dict[str, Any]:
     if not isinstance(t, dict) or "question" not in t:
         raise ValueError(f"task {i} needs a 'question' field")
     return {**t, "id": str(t.get("id") or f"q{i}")}
-
-
-def task_gold(task: dict[str, Any]) -> dict[str, Any] | None:
-    """What a trajectory keeps of its task for scoring: answers, type, gold document ids."""
-    if "answer" not in task:
-        return None
-    return {"answer": task["answer"], "aliases": list(task.get("aliases") or []),
-            "type": task.get("type", ""),
-            "gold_doc_ids": [d["doc_id"] for d in task.get("docs") or [] if d.get("gold")]}
 
 
 def sample_seed(base: int | None, task_id: str, sample: int) -> int:
@@ -253,7 +245,7 @@ def research_many(tasks: Iterable[str | dict[str, Any]], *, samples_per_task: in
     def one(job: tuple[dict[str, Any], int, str]) -> ResearchResult:
         task, s, group = job
         run_cfg = cfg.model_copy(update={"seed": sample_seed(cfg.seed, task["id"], s)})
-        gold = task_gold(task)
+        gold = Gold.from_task(task)
         try:
             run = _Run(task["question"], model=chat, knowledge=None, web=None, config=run_cfg,
                        task_id=task["id"], group_id=group, gold=gold, checkpointer=None,

@@ -1,8 +1,9 @@
 """The research graph's state, declared in one place, with its reducers.
 
 Lists that branches add to (queries, notes, sub-questions) append; passages are merged by
-chunk id (first copy wins); counters add up key by key. Everything else is replaced by
-the node that writes it.
+chunk id (first copy wins); `Counters` add up field by field. Everything else is replaced by
+the node that writes it. What each role reads and writes is declared by the agents' typed
+contracts (`agents.schemas`): their field names are keys of this state.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import operator
 from typing import Annotated, Any, TypedDict
 
-from agents.schemas import Citation, QueryRecord
-from tools.knowledge import Passage
+from agents.schemas import Citation, Counters, QueryRecord
+from tools.types import Passage
 
 
 def merge_passages(old: list[Passage] | None, new: list[Passage] | None) -> list[Passage]:
@@ -22,14 +23,6 @@ def merge_passages(old: list[Passage] | None, new: list[Passage] | None) -> list
         if p.chunk_id not in seen:
             seen.add(p.chunk_id)
             out.append(p)
-    return out
-
-
-def add_counts(old: dict[str, int] | None, new: dict[str, int] | None) -> dict[str, int]:
-    """Add counters key by key."""
-    out = dict(old or {})
-    for k, v in (new or {}).items():
-        out[k] = out.get(k, 0) + v
     return out
 
 
@@ -46,7 +39,7 @@ class ResearchState(TypedDict, total=False):
     passages: Annotated[list[Passage], merge_passages]
     evidence: list[Passage]
     notes: Annotated[list[str], operator.add]
-    counters: Annotated[dict[str, int], add_counts]
+    counters: Annotated[Counters, operator.add]
     answer: str
     report: str
     citations: list[Citation]
@@ -75,15 +68,3 @@ class ResearchOutput(TypedDict, total=False):
     observations: list[str]
     stats: dict[str, Any]
     stop_reason: str
-
-
-class SearchTask(TypedDict, total=False):
-    """What one searcher branch receives through `Send`."""
-
-    question: str
-    sub_question: str
-    round: int
-    seed: int | None
-    seen: list[str]
-    known: list[str]
-    searches_left: int

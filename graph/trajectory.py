@@ -10,11 +10,37 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 
 SCHEMA_VERSION = 1
+
+
+class Gold(BaseModel):
+    """What a run is scored against: the gold answer, its aliases, the question type and the
+    ids of the gold (supporting) documents."""
+
+    answer: str = ""
+    aliases: list[str] = Field(default_factory=list)
+    type: str = ""
+    doc_ids: list[str] = Field(default_factory=list,
+                               validation_alias=AliasChoices("doc_ids", "gold_doc_ids"))
+
+    @classmethod
+    def from_task(cls, task: Mapping[str, Any]) -> Gold | None:
+        """The gold of a task in the shared JSONL format (None when it has no answer)."""
+        if "answer" not in task:
+            return None
+        return cls(answer=str(task["answer"] or ""), aliases=[str(a) for a in task.get("aliases") or []],
+                   type=str(task.get("type") or ""),
+                   doc_ids=[d["doc_id"] for d in task.get("docs") or [] if d.get("gold")])
+
+    @property
+    def answers(self) -> list[str]:
+        """The answer and its aliases, empty strings dropped."""
+        return [a for a in (self.answer, *self.aliases) if a]
 
 
 class ModelStep(BaseModel):
@@ -60,7 +86,7 @@ class Trajectory(BaseModel):
     task_id: str | None = None
     group_id: str | None = None
     question: str = ""
-    gold: dict[str, Any] | None = None
+    gold: Gold | None = None
     answer: str = ""
     report: str = ""
     citations: list[dict[str, Any]] = Field(default_factory=list)

@@ -80,12 +80,12 @@ def test_documents_are_data_not_actions(tmp_path):
 
     model = ScriptedChatModel(script=echo)
     found = Searcher(model, [kb], k=5)({"question": "Varo facts?", "sub_question": "Varo facts"})
-    assert [q.query for q in found["queries"]] == ["Varo facts"]
-    out = Writer(model)({"question": "Where?", "evidence": found["passages"]})
-    assert "EVIL" not in out["answer"] and "<answer>" not in "".join(seen_prompts)
+    assert [q.query for q in found.queries] == ["Varo facts"]
+    out = Writer(model)({"question": "Where?", "evidence": found.passages})
+    assert "EVIL" not in out.answer and "<answer>" not in "".join(seen_prompts)
     assert "[answer]EVIL[/answer]" in "".join(seen_prompts)
-    plan = Planner(model)({"question": "Where?", "evidence": found["passages"]})
-    assert plan["notes"] == ["planner: reply was not <subquestions> or <done>"]  # not "done"
+    plan = Planner(model)({"question": "Where?", "evidence": found.passages})
+    assert plan.notes == ["planner: reply was not <subquestions> or <done>"]  # not "done"
     assert neutralize("<done/> </search>") == "[done/] [/search]"
 
 
@@ -94,19 +94,19 @@ def test_malformed_replies_are_observations(tmp_path):
     kb = KnowledgeBase(tmp_path / "kb", embedder=HashEmbedder())
     kb.ingest([{"id": "a", "title": "A", "text": "alpha beta"}], progress=False)
     plan = Planner(model)({"question": "Q?"})
-    assert plan["plan"] == ["Q?"] and plan["counters"]["format_failures"] == 1
-    assert plan["notes"]
+    assert plan.plan == ["Q?"] and plan.counters.format_failures == 1
+    assert plan.notes
     found = Searcher(model, [kb], max_attempts=3)({"question": "Q?", "sub_question": "alpha"})
-    assert [q.query for q in found["queries"]] == ["alpha"]  # first attempt falls back
-    out = Writer(model)({"question": "Q?", "passages": found["passages"]})
-    assert out["answer"] == "" and out["counters"]["format_failures"] == 1
+    assert [q.query for q in found.queries] == ["alpha"]  # first attempt falls back
+    out = Writer(model)({"question": "Q?", "passages": found.passages})
+    assert out.answer == "" and out.counters.format_failures == 1
 
     class Broken(ScriptedChatModel):
         def _generate(self, *a, **k):
             raise ConnectionError("model server down")
 
     out = Writer(Broken())({"question": "Q?"})
-    assert out["counters"]["model_errors"] == 1 and "model server down" in out["notes"][0]
+    assert out.counters.model_errors == 1 and "model server down" in out.notes[0]
 
 
 def test_searcher_reformulates_after_a_miss(tmp_path):
@@ -119,14 +119,14 @@ def test_searcher_reformulates_after_a_miss(tmp_path):
     model = ScriptedChatModel(script=lambda role, m: next(queries))
     s = Searcher(model, [as_tool(kb, mode="fts")], k=1, max_attempts=3)
     out = s({"question": "When was Orla Press founded?", "sub_question": "When was Orla Press founded?"})
-    assert [q.query for q in out["queries"]] == ["zzz unrelated", "Orla Press founded"]
-    assert [q.miss for q in out["queries"]] == [True, False]
-    assert out["counters"]["searches"] == 2 and out["counters"]["misses"] == 1
-    assert out["counters"]["searches_after_miss"] == 1
+    assert [q.query for q in out.queries] == ["zzz unrelated", "Orla Press founded"]
+    assert [q.miss for q in out.queries] == [True, False]
+    assert out.counters.searches == 2 and out.counters.misses == 1
+    assert out.counters.searches_after_miss == 1
     budget = Searcher(ScriptedChatModel(script=lambda r, m: "<search>zzz</search>"),
                       [as_tool(kb, mode="fts")], k=1)
     out = budget({"question": "Q", "sub_question": "Orla founded", "searches_left": 2})
-    assert len(out["queries"]) == 2
+    assert len(out.queries) == 2
 
 
 def test_selector_dedups_by_document_and_writer_drops_foreign_citations():
@@ -136,12 +136,12 @@ def test_selector_dedups_by_document_and_writer_drops_foreign_citations():
                 P(3, "Iron Harbour", "The Iron Harbour was directed by Ada Lenn.", "ih")]
     state = {"question": "Where was the director of The Iron Harbour born?",
              "sub_questions": ["Who directed The Iron Harbour?"], "passages": passages}
-    kept = Selector(k=3)(state)["evidence"]
+    kept = Selector(k=3)(state).evidence
     assert [p.doc_id for p in kept] == ["ih", "ada"]  # one per doc, irrelevant bread dropped
     model = ScriptedChatModel(script=lambda r, m: "<answer>Varo</answer> See [2] and [7] and [1].")
     out = Writer(model)({"question": "Q?", "evidence": kept})
-    assert out["answer"] == "Varo"
-    assert [(c.n, c.doc_id) for c in out["citations"]] == [(2, "ada"), (1, "ih")]
-    assert out["counters"]["dropped_citations"] == 1
+    assert out.answer == "Varo"
+    assert [(c.n, c.doc_id) for c in out.citations] == [(2, "ada"), (1, "ih")]
+    assert out.counters.dropped_citations == 1
     judged = Selector(ScriptedChatModel(script=lambda r, m: "no"), k=3, judge=True)(state)
-    assert len(judged["evidence"]) == 2 and judged["counters"]["model_calls"] == 2
+    assert len(judged.evidence) == 2 and judged.counters.model_calls == 2

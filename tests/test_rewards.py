@@ -10,7 +10,7 @@ from scripted import ScriptedChatModel
 import training.data
 import training.rewards
 from graph import ResearchConfig, TrajectoryStore, research_many
-from graph.trajectory import ModelStep, ToolStep, Trajectory
+from graph.trajectory import Gold, ModelStep, ToolStep, Trajectory
 from training import rewards
 from training.data import build_samples, group_advantages, loss_mask, to_dataset
 
@@ -19,6 +19,7 @@ TASK = {"id": "t1", "question": "Where was Ada Lenn born?", "answer": "Varo",
         "docs": [{"doc_id": "g1", "title": "Ada Lenn", "text": "Born in Varo.", "gold": True},
                  {"doc_id": "g2", "title": "Iron Harbour", "text": "By Ada Lenn.", "gold": True},
                  {"doc_id": "x", "title": "Bread", "text": "Flour.", "gold": False}]}
+GOLD = Gold.from_task(TASK)
 
 
 def search(*doc_ids: str) -> ToolStep:
@@ -37,41 +38,41 @@ def test_docstring_examples_run(module):
 
 
 def test_answer_metrics_use_aliases_and_squad_normalisation():
-    assert rewards.exact_match(traj("varo city.", []), TASK) == 1.0
-    assert rewards.exact_match(traj("Varo, a city", []), TASK) == 1.0  # articles dropped
-    assert rewards.exact_match(traj("Varo, capital city", []), TASK) == 0.0
-    assert rewards.f1(traj("Varo, capital city", []), TASK) == pytest.approx(0.8)  # vs "varo city"
-    assert rewards.f1(traj("Oslo", []), TASK) == 0.0
+    assert rewards.exact_match(traj("varo city.", []), GOLD) == 1.0
+    assert rewards.exact_match(traj("Varo, a city", []), GOLD) == 1.0  # articles dropped
+    assert rewards.exact_match(traj("Varo, capital city", []), GOLD) == 0.0
+    assert rewards.f1(traj("Varo, capital city", []), GOLD) == pytest.approx(0.8)  # vs "varo city"
+    assert rewards.f1(traj("Oslo", []), GOLD) == 0.0
 
 
 def test_persistence_pays_only_after_a_miss_and_only_when_right():
     right_after_miss = traj("Varo", [search("x"), search("g1"), search("x"), search("g2")])
-    assert rewards.search_misses(right_after_miss, TASK) == [True, False, True, False]
-    assert rewards.searches_after_miss(right_after_miss, TASK) == 2
-    assert rewards.persistence(right_after_miss, TASK) == pytest.approx(2 / 3)
+    assert rewards.search_misses(right_after_miss, GOLD) == [True, False, True, False]
+    assert rewards.searches_after_miss(right_after_miss, GOLD) == 2
+    assert rewards.persistence(right_after_miss, GOLD) == pytest.approx(2 / 3)
     right_no_miss = traj("Varo", [search("g1", "g2")])
-    assert rewards.persistence(right_no_miss, TASK) == 0.0
+    assert rewards.persistence(right_no_miss, GOLD) == 0.0
     # the farming case: many searches, every one a miss, and a wrong answer earn nothing
     farming = traj("Oslo", [search("x")] * 30)
-    assert rewards.persistence(farming, TASK) == 0.0
+    assert rewards.persistence(farming, GOLD) == 0.0
     full = rewards.default()
-    assert full(farming, TASK) < full(right_no_miss, TASK) < full(right_after_miss, TASK)
+    assert full(farming, GOLD) < full(right_no_miss, GOLD) < full(right_after_miss, GOLD)
     capped = traj("Varo", [search("x")] * 30 + [search("g1")])
-    assert rewards.persistence(capped, TASK) == 1.0  # capped at 3 retries
-    assert full.scores(capped, TASK)["cost"] == 0.0  # searches are not model calls
+    assert rewards.persistence(capped, GOLD) == 1.0  # capped at 3 retries
+    assert full.scores(capped, GOLD)["cost"] == 0.0  # searches are not model calls
     spammy = traj("Varo", [ModelStep(parse_ok=True)] * 40 + [search("x"), search("g1")])
-    assert full.scores(spammy, TASK)["cost"] < 0  # but extra model calls cost
+    assert full.scores(spammy, GOLD)["cost"] < 0  # but extra model calls cost
 
 
 def test_evidence_citations_format_cost():
     t = traj("Varo", [ModelStep(parse_ok=True), ModelStep(parse_ok=False), ModelStep(),
                       search("g1", "x")],
              citations=[{"doc_id": "g1"}, {"doc_id": "x"}, {"doc_id": "never-retrieved"}])
-    assert rewards.evidence_recall(t, TASK) == 0.5
-    assert rewards.citation_precision(t, TASK) == pytest.approx(1 / 3)
-    assert rewards.format_rate(t, TASK) == 0.5
-    assert rewards.cost(t, TASK) == 0.0
-    scores = rewards.default().scores(t, TASK)
+    assert rewards.evidence_recall(t, GOLD) == 0.5
+    assert rewards.citation_precision(t, GOLD) == pytest.approx(1 / 3)
+    assert rewards.format_rate(t, GOLD) == 0.5
+    assert rewards.cost(t, GOLD) == 0.0
+    scores = rewards.default().scores(t, GOLD)
     assert set(scores) == {"f1", "exact_match", "persistence", "evidence_recall",
                            "citation_precision", "format", "cost", "reward"}
     w = rewards.default().weights
@@ -86,8 +87,8 @@ def test_judge_with_any_chat_model():
         return "yes" if "Varo" in messages[-1].content.split("Predicted answer:")[1] else "no"
 
     j = rewards.judge(ScriptedChatModel(script=script))
-    assert j(traj("the town of Varo, by the sea", []), TASK) == 1.0
-    assert j(traj("Oslo", []), TASK) == 0.0
+    assert j(traj("the town of Varo, by the sea", []), GOLD) == 1.0
+    assert j(traj("Oslo", []), GOLD) == 0.0
     assert "Gold answer: Varo / Varo City" in seen[0]
 
 
@@ -97,19 +98,22 @@ def test_rescore_stored_trajectories_without_running_them(tmp_path, small_world)
 
     kb = KnowledgeBase(tmp_path / "kb", embedder=HashEmbedder())
     kb.ingest(small_world.docs, progress=False)
-    store = TrajectoryStore(tmp_path / "runs")
+    store = TrajectoryStore(tmp_path / "runs", reward=rewards.default())
     model = ScriptedChatModel()
     research_many(small_world.tasks[:3], samples_per_task=2, store=store, model=model,
                   knowledge=kb, config=ResearchConfig(search_mode="fts"))
     calls = dict(model.calls)
-    first = rewards.rescore(store, rewards.default())
+    recorded = [t.metrics["reward"] for t in store]  # scored at record time
+    assert recorded == [rewards.default()(t) for t in store]
     heavier = rewards.Reward({"f1": (rewards.f1, 2.0), "recall": (rewards.evidence_recall, 1.0)})
-    second = rewards.rescore(store, heavier)  # new weights, new components, gold from the store
-    assert model.calls == calls and len(first) == len(second) == 6
-    assert all(s["reward"] == pytest.approx(2 * s["f1"] + s["recall"]) for s in second)
+    assert store.rescore(heavier) == 6  # new weights, new components, gold from the store
+    assert model.calls == calls
+    again = training.data.score(store.query("reward >= -100"))  # rewards as the index holds them
+    assert len(again) == 6 and any(s["recall"] > 0 for _, _, s in again)
+    assert all(r == pytest.approx(2 * s["f1"] + s["recall"]) for _, r, s in again)
     tasks = {t["id"]: t for t in small_world.tasks}
-    assert rewards.rescore(store, rewards.evidence_recall, tasks) == \
-        [{"reward": rewards.evidence_recall(t)} for t in store]
+    by_task = training.data.score(store, rewards.as_reward(rewards.evidence_recall), tasks)
+    assert [r for _, r, _ in by_task] == [rewards.evidence_recall(t) for t in store]
 
 
 def test_group_advantages_on_a_hand_made_group():

@@ -20,31 +20,17 @@ from typing import Any, Literal
 
 import lancedb
 import pyarrow as pa
-from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
 from tools.chunking import chunk_text
 from tools.documents import Document, as_documents, load_documents
 from tools.embeddings import Embedder, default_embedder
 from tools.errors import ToolError
+from tools.types import Passage
 
 SearchMode = Literal["hybrid", "vector", "fts"]
 MODES = ("hybrid", "vector", "fts")
 _COLUMNS = ["id", "doc_id", "chunk_index", "title", "text", "url", "source", "metadata"]
-
-
-class Passage(BaseModel):
-    """A chunk of a document returned by a search, with the score that ranked it."""
-
-    chunk_id: str
-    doc_id: str
-    title: str = ""
-    text: str
-    url: str | None = None
-    score: float = 0.0
-    chunk_index: int = 0
-    source: str = ""
-    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass

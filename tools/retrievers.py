@@ -8,22 +8,13 @@ match the query. A hit whose page cannot be fetched still yields its snippet, ma
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from tools.chunking import chunk_text
 from tools.errors import ToolError
-from tools.knowledge import Passage
 from tools.text import overlap
-from tools.web import Page, SearchBackend, fetch_page
-
-
-@runtime_checkable
-class Retriever(Protocol):
-    """Maps a query to at most k passages, best first."""
-
-    def search(self, query: str, k: int = 5) -> list[Passage]:
-        """Return at most k passages."""
-        ...
+from tools.types import Page, Passage, SearchBackend
+from tools.web import fetch_page
 
 
 class WebRetriever:

@@ -18,60 +18,19 @@ import os
 import socket
 import time
 from collections.abc import Iterable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-from pydantic import BaseModel, Field
 
 from tools.errors import ToolError, URLRefused
 from tools.extract import extract_html
+from tools.types import Page, SearchHit
 
 USER_AGENT = "sleuth/0.1 (research agent; +https://github.com/sleuth-ai/sleuth)"
 DEFAULT_MAX_BYTES = 2_000_000
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 ALLOW_HOSTS_ENV = "SLEUTH_ALLOW_HOSTS"
-
-
-class SearchHit(BaseModel):
-    """One search result: where it points and why it matched."""
-
-    title: str
-    url: str
-    snippet: str = ""
-    score: float | None = None
-    rank: int = 0
-    source: str = ""
-    doc_id: str | None = None
-
-
-class Page(BaseModel):
-    """A fetched page reduced to its main text."""
-
-    url: str
-    requested_url: str
-    status: int
-    content_type: str
-    title: str = ""
-    text: str
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    truncated: bool = False
-    n_bytes: int = 0
-
-
-@runtime_checkable
-class SearchBackend(Protocol):
-    """A web search engine: `search(query, k)` and its async twin."""
-
-    name: str
-
-    def search(self, query: str, k: int = 5) -> list[SearchHit]:
-        """Return at most k hits for the query, best first."""
-        ...
-
-    async def asearch(self, query: str, k: int = 5) -> list[SearchHit]:
-        """Async `search`."""
-        ...
 
 
 # --------------------------------------------------------------------------- search backends

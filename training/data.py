@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from graph.trajectory import Trajectory
-from training.rewards import Reward, RewardFn
+from graph.trajectory import Gold, Trajectory
+from training.rewards import Reward, RewardFn, as_reward
 
 
 @dataclass
@@ -50,30 +50,30 @@ def group_advantages(rewards: Sequence[float], eps: float = 1e-6) -> list[float]
     return [(r - mean) / (std + eps) for r in rewards]
 
 
-def score(trajectories: Iterable[Trajectory], reward: Reward | RewardFn | None = None,
-          tasks: dict[str, dict[str, Any]] | None = None
+def score(trajectories: Iterable[Trajectory], reward: Reward | None = None,
+          tasks: Mapping[str, Mapping[str, Any]] | None = None
           ) -> list[tuple[Trajectory, float, dict[str, float]]]:
-    """Each trajectory with its reward and components (`metrics["reward"]` when no reward)."""
+    """Each trajectory with its reward and components: scored by `reward` (against its task's
+    gold when `tasks` has it, else the gold it carries), or read from what the store recorded
+    (`metrics["reward"]`) when no reward is given."""
     out = []
     for t in trajectories:
-        task = (tasks or {}).get(t.task_id or "")
-        if isinstance(reward, Reward):
-            comps = reward.scores(t, task)
+        if reward is not None:
+            task = (tasks or {}).get(t.task_id or "")
+            comps = reward.scores(t, Gold.from_task(task) if task is not None else None)
             out.append((t, comps["reward"], comps))
-        elif reward is not None:
-            r = float(reward(t, task))
-            out.append((t, r, {"reward": r}))
-        else:
-            r = t.metrics.get("reward")
-            if not isinstance(r, int | float):
-                raise ValueError(f"trajectory {t.id} has no stored reward: pass reward=")
-            out.append((t, float(r), {k: v for k, v in t.metrics.items()
-                                      if isinstance(v, int | float)}))
+            continue
+        r = t.metrics.get("reward")
+        if not isinstance(r, int | float):
+            raise ValueError(f"trajectory {t.id} has no stored reward: pass reward= (or record "
+                             "with TrajectoryStore(..., reward=...), or store.rescore(reward))")
+        comps = dict(t.metrics.get("reward_components") or {})
+        out.append((t, float(r), {**comps, "reward": float(r)}))
     return out
 
 
 def build_samples(trajectories: Iterable[Trajectory], reward: Reward | RewardFn | None = None, *,
-                  tasks: dict[str, dict[str, Any]] | None = None, per_role: bool = False,
+                  tasks: Mapping[str, Mapping[str, Any]] | None = None, per_role: bool = False,
                   eps: float = 1e-6, min_reward: float | None = None,
                   roles: Iterable[str] | None = None, task_ids: Iterable[str] | None = None,
                   models: Iterable[str] | None = None) -> list[Sample]:
@@ -83,7 +83,7 @@ def build_samples(trajectories: Iterable[Trajectory], reward: Reward | RewardFn 
     changes a sample's advantage. `per_role` gives each role its own group baseline: for a
     role, the group is the trajectories of the task that made calls of that role.
     """
-    scored = score(trajectories, reward, tasks)
+    scored = score(trajectories, None if reward is None else as_reward(reward), tasks)
     by_group: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, (t, _, _) in enumerate(scored):
         roles_here = {s.role for s in t.model_steps} if per_role else {""}

@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 from agents.models import sleuth_home
 from graph.config import ResearchConfig
-from graph.run import ResearchResult, research_many, task_gold
+from graph.run import ResearchResult, research_many
+from graph.trajectory import Gold
 from graph.store import TrajectoryStore
 from graph.trajectory import ToolStep, Trajectory
 from tools.chunking import split_sentences
@@ -57,15 +58,15 @@ def cached_kb(docs: Sequence[dict[str, Any]], root: Path | None = None) -> Knowl
     return kb
 
 
-def score_trajectory(t: Trajectory, task: dict[str, Any] | None = None) -> dict[str, float]:
+def score_trajectory(t: Trajectory, gold: Gold | None = None) -> dict[str, float]:
     """The evaluation metrics of one run."""
     m = t.metrics
-    return {"em": rewards.exact_match(t, task), "f1": rewards.f1(t, task),
-            "evidence_recall": rewards.evidence_recall(t, task),
-            "citation_precision": rewards.citation_precision(t, task),
-            "format_rate": rewards.format_rate(t, task),
+    return {"em": rewards.exact_match(t, gold), "f1": rewards.f1(t, gold),
+            "evidence_recall": rewards.evidence_recall(t, gold),
+            "citation_precision": rewards.citation_precision(t, gold),
+            "format_rate": rewards.format_rate(t, gold),
             "searches": float(len(rewards.searches(t))),
-            "searches_after_miss": float(rewards.searches_after_miss(t, task)),
+            "searches_after_miss": float(rewards.searches_after_miss(t, gold)),
             "model_calls": float(len(t.model_steps)), "tokens": float(m.get("tokens", 0)),
             "seconds": float(m.get("seconds", 0.0))}
 
@@ -98,7 +99,7 @@ def retrieval_answers(kb: KnowledgeBase, task: dict[str, Any]) -> dict[str, Traj
                    default="") if top else ""
     seconds = time.perf_counter() - t0
     return {name: Trajectory(task_id=task["id"], question=task["question"], answer=answer,
-                             steps=[step], gold=task_gold(task), metrics={"seconds": seconds})
+                             steps=[step], gold=Gold.from_task(task), metrics={"seconds": seconds})
             for name, answer in (("retrieval-title", top.title if top else ""),
                                  ("retrieval-sentence", sentence))}
 
@@ -155,7 +156,7 @@ def evaluate(tasks: str | Path | Sequence[dict[str, Any]], *, model: str | Any =
                            "model": model if isinstance(model, str) else type(model).__name__,
                            "config": cfg.model_dump(), "wall_s": wall, "runs": {}}
     for name, trajs in trajectories.items():
-        scored = [(t, score_trajectory(t, by_id.get(t.task_id or ""))) for t in trajs]
+        scored = [(t, score_trajectory(t)) for t in trajs]
         by_type: dict[str, list[dict[str, float]]] = defaultdict(list)
         for t, s in scored:
             by_type[str(by_id.get(t.task_id or "", {}).get("type", ""))].append(s)
@@ -164,7 +165,7 @@ def evaluate(tasks: str | Path | Sequence[dict[str, Any]], *, model: str | Any =
             "by_type": {k: {**_mean(v), "n": len(v)} for k, v in sorted(by_type.items())},
             "trajectories_per_minute": 60 * len(trajs) / wall if wall else 0.0,
             "per_task": [{"task_id": t.task_id, "type": by_id.get(t.task_id or "", {}).get("type"),
-                          "answer": t.answer, "gold": (t.gold or {}).get("answer"),
+                          "answer": t.answer, "gold": t.gold.answer if t.gold else None,
                           "trajectory_id": t.id, **s} for t, s in scored]}
     if mode != "retrieval":
         out["runs"][mode]["failed"] = [r.error for r in failed]

@@ -330,7 +330,7 @@ def train_grpo(tasks: Sequence[dict[str, Any]], *, model: str | LocalChatModel =
         from training.evaluate import cached_kb, corpus_of
 
         knowledge = cached_kb(corpus_of(tasks))
-    reward = reward or rewards.default()
+    reward = rewards.as_reward(reward or rewards.default())
     chat = _policy(model, lora, lora_r)
     ref_model: Any = None
     if args.beta and lora:
@@ -376,8 +376,7 @@ def train_grpo(tasks: Sequence[dict[str, Any]], *, model: str | LocalChatModel =
                                 config=cfg.model_copy(update={"seed": args.seed + state.step}),
                                 knowledge=knowledge, web=web)
         trajectories = [r.trajectory for r in results if r.trajectory is not None]
-        scores = [reward.scores(t) if isinstance(reward, rewards.Reward)
-                  else {"reward": float(reward(t))} for t in trajectories]
+        scores = [reward.scores(t) for t in trajectories]
         samples = build_samples(trajectories, reward, per_role=per_role)
         t_roll = time.perf_counter() - t0
         stats = update(chat.model, optimizer, samples, args, ref_model=ref_model,

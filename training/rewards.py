@@ -1,9 +1,11 @@
-"""Rewards: plain callables `(trajectory, task) -> float`, and their weighted mix `Reward`.
+"""Rewards: plain callables `(trajectory, gold) -> float`, and their weighted mix `Reward`.
 
 Every reward reads only what the trajectory recorded (answer, citations, tool hits, parse
-results, model calls) and the task's gold (`answer`, `aliases`, gold `docs`, or the
-`gold` a trajectory carries), so stored trajectories can be re-scored with new weights or
-new components without running anything again (`rescore`).
+results, model calls) and a `Gold` (answer, aliases, gold document ids): the one passed in,
+else the one the trajectory carries. So stored trajectories can be re-scored with new
+weights or new components without running anything again (`TrajectoryStore.rescore`,
+`training.data.score`). Everything that scores takes a `Reward`; `as_reward` turns a plain
+callable into one, once, where it enters.
 
 `persistence` is the one that teaches searching again after a miss. Unlike ReZero's retry
 reward (0.2 + 0.15·min(searches, 5) whenever an answer exists, which paid for searching
@@ -15,35 +17,18 @@ follow an observed miss, is capped, and is 0 unless the final answer is correct 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-from graph.trajectory import ModelStep, ToolStep, Trajectory  # noqa: F401 (ModelStep: doctests)
+from graph.trajectory import Gold, ModelStep, ToolStep, Trajectory  # noqa: F401 (doctests)
 from tools.text import normalize_answer, overlap
 
-RewardFn = Callable[[Trajectory, dict[str, Any] | None], float]
+RewardFn = Callable[[Trajectory, Gold | None], float]
 
 
-@dataclass(frozen=True)
-class Gold:
-    """What a trajectory is scored against."""
-
-    answers: tuple[str, ...]
-    doc_ids: frozenset[str]
-    question: str
-
-
-def gold_of(trajectory: Trajectory, task: dict[str, Any] | None = None) -> Gold:
-    """The task's gold (answer + aliases, gold doc ids), else the gold the trajectory carries."""
-    src = task if task is not None else (trajectory.gold or {})
-    answers = [src.get("answer") or ""] + list(src.get("aliases") or [])
-    if "gold_doc_ids" in src:
-        ids = set(src["gold_doc_ids"])
-    else:
-        ids = {d["doc_id"] for d in src.get("docs") or [] if d.get("gold")}
-    return Gold(answers=tuple(a for a in answers if a), doc_ids=frozenset(ids),
-                question=src.get("question") or trajectory.question)
+def gold_of(trajectory: Trajectory, gold: Gold | None = None) -> Gold:
+    """The gold given, else the gold the trajectory carries, else an empty one."""
+    return gold or trajectory.gold or Gold()
 
 
 def _tokens_f1(pred: str, gold: str) -> float:
@@ -55,31 +40,31 @@ def _tokens_f1(pred: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def exact_match(trajectory: Trajectory, task: dict[str, Any] | None = None) -> float:
+def exact_match(trajectory: Trajectory, gold: Gold | None = None) -> float:
     """1.0 if the normalised answer equals the normalised gold answer or an alias.
 
-    >>> exact_match(Trajectory(answer="The Eiffel Tower!"), {"answer": "eiffel tower"})
+    >>> exact_match(Trajectory(answer="The Eiffel Tower!"), Gold(answer="eiffel tower"))
     1.0
-    >>> exact_match(Trajectory(answer="Paris"), {"answer": "London", "aliases": ["paris"]})
+    >>> exact_match(Trajectory(answer="Paris"), Gold(answer="London", aliases=["paris"]))
     1.0
     """
     pred = normalize_answer(trajectory.answer)
-    return float(any(pred == normalize_answer(a) for a in gold_of(trajectory, task).answers))
+    return float(any(pred == normalize_answer(a) for a in gold_of(trajectory, gold).answers))
 
 
-def f1(trajectory: Trajectory, task: dict[str, Any] | None = None) -> float:
+def f1(trajectory: Trajectory, gold: Gold | None = None) -> float:
     """Token F1 between answer and gold (SQuAD normalisation), max over answer and aliases.
 
-    >>> f1(Trajectory(answer="born in Varo city"), {"answer": "Varo"})  # P 1/4, R 1
+    >>> f1(Trajectory(answer="born in Varo city"), Gold(answer="Varo"))  # P 1/4, R 1
     0.4
-    >>> f1(Trajectory(answer=""), {"answer": "Varo"})
+    >>> f1(Trajectory(answer=""), Gold(answer="Varo"))
     0.0
     """
-    return max((_tokens_f1(trajectory.answer, a) for a in gold_of(trajectory, task).answers),
+    return max((_tokens_f1(trajectory.answer, a) for a in gold_of(trajectory, gold).answers),
                default=0.0)
 
 
-def format_rate(trajectory: Trajectory, task: dict[str, Any] | None = None) -> float:
+def format_rate(trajectory: Trajectory, gold: Gold | None = None) -> float:
     """Share of model calls whose reply parsed (calls without parse information are skipped).
 
     >>> format_rate(Trajectory(steps=[ModelStep(parse_ok=True), ModelStep(parse_ok=False)]))
@@ -94,45 +79,45 @@ def searches(trajectory: Trajectory) -> list[ToolStep]:
     return [s for s in trajectory.tool_steps if s.error is None or s.output]
 
 
-def search_misses(trajectory: Trajectory, task: dict[str, Any] | None = None) -> list[bool]:
+def search_misses(trajectory: Trajectory, gold: Gold | None = None) -> list[bool]:
     """Per search: did it miss, i.e. bring no new gold document (no new passage relevant to
     the question when the task has no gold documents)?"""
-    gold = gold_of(trajectory, task)
+    gold_ids = set(gold_of(trajectory, gold).doc_ids)
     seen: set[str] = set()
     out = []
     for step in searches(trajectory):
         new = [h for h in step.output if h.get("doc_id") and h["doc_id"] not in seen]
         seen.update(h["doc_id"] for h in new)
-        if gold.doc_ids:
-            hit = any(h["doc_id"] in gold.doc_ids for h in new)
+        if gold_ids:
+            hit = any(h["doc_id"] in gold_ids for h in new)
         else:
-            hit = any(overlap(gold.question, f"{h.get('title', '')} {h.get('text', '')}") >= 0.5
+            hit = any(overlap(trajectory.question, f"{h.get('title', '')} {h.get('text', '')}") >= 0.5
                       for h in new)
         out.append(not hit)
     return out
 
 
-def searches_after_miss(trajectory: Trajectory, task: dict[str, Any] | None = None) -> int:
+def searches_after_miss(trajectory: Trajectory, gold: Gold | None = None) -> int:
     """How many searches came right after a search that missed."""
-    misses = search_misses(trajectory, task)
+    misses = search_misses(trajectory, gold)
     return sum(1 for prev in misses[:-1] if prev)
 
 
-def persistence(trajectory: Trajectory, task: dict[str, Any] | None = None, *,
+def persistence(trajectory: Trajectory, gold: Gold | None = None, *,
                 threshold: float = 0.5, cap: int = 3) -> float:
     """min(searches after a miss, cap) / cap, paid only when the answer is right (F1 >= threshold).
 
     >>> hit = ToolStep(tool="kb", output=[{"doc_id": "g1"}])
     >>> miss = ToolStep(tool="kb", output=[{"doc_id": "x"}])
-    >>> task = {"answer": "Varo", "docs": [{"doc_id": "g1", "gold": True}]}
-    >>> persistence(Trajectory(answer="Varo", steps=[miss, hit]), task)
+    >>> gold = Gold(answer="Varo", doc_ids=["g1"])
+    >>> persistence(Trajectory(answer="Varo", steps=[miss, hit]), gold)
     0.3333333333333333
-    >>> persistence(Trajectory(answer="Oslo", steps=[miss] * 9), task)  # wrong: nothing to farm
+    >>> persistence(Trajectory(answer="Oslo", steps=[miss] * 9), gold)  # wrong: nothing to farm
     0.0
     """
-    if f1(trajectory, task) < threshold:
+    if f1(trajectory, gold) < threshold:
         return 0.0
-    return min(searches_after_miss(trajectory, task), cap) / cap
+    return min(searches_after_miss(trajectory, gold), cap) / cap
 
 
 def retrieved_doc_ids(trajectory: Trajectory) -> list[str]:
@@ -141,38 +126,37 @@ def retrieved_doc_ids(trajectory: Trajectory) -> list[str]:
                               if h.get("doc_id")))
 
 
-def evidence_recall(trajectory: Trajectory, task: dict[str, Any] | None = None) -> float:
+def evidence_recall(trajectory: Trajectory, gold: Gold | None = None) -> float:
     """Share of the task's gold documents that some tool call retrieved (0 without gold docs).
 
     >>> t = Trajectory(steps=[ToolStep(tool="kb", output=[{"doc_id": "g1"}, {"doc_id": "x"}])])
-    >>> evidence_recall(t, {"answer": "a", "docs": [{"doc_id": "g1", "gold": True},
-    ...                                            {"doc_id": "g2", "gold": True}]})
+    >>> evidence_recall(t, Gold(answer="a", doc_ids=["g1", "g2"]))
     0.5
     """
-    gold = gold_of(trajectory, task).doc_ids
-    if not gold:
+    gold_ids = set(gold_of(trajectory, gold).doc_ids)
+    if not gold_ids:
         return 0.0
-    return len(gold & set(retrieved_doc_ids(trajectory))) / len(gold)
+    return len(gold_ids & set(retrieved_doc_ids(trajectory))) / len(gold_ids)
 
 
-def citation_precision(trajectory: Trajectory, task: dict[str, Any] | None = None) -> float:
+def citation_precision(trajectory: Trajectory, gold: Gold | None = None) -> float:
     """Share of cited passages that were retrieved in the run and are gold (0 without citations).
 
     >>> t = Trajectory(citations=[{"doc_id": "g1"}, {"doc_id": "x"}],
     ...                steps=[ToolStep(tool="kb", output=[{"doc_id": "g1"}, {"doc_id": "x"}])])
-    >>> citation_precision(t, {"answer": "a", "docs": [{"doc_id": "g1", "gold": True}]})
+    >>> citation_precision(t, Gold(answer="a", doc_ids=["g1"]))
     0.5
     """
     cited = [c.get("doc_id") for c in trajectory.citations]
     if not cited:
         return 0.0
     retrieved = set(retrieved_doc_ids(trajectory))
-    gold = gold_of(trajectory, task).doc_ids
-    good = [d for d in cited if d in retrieved and (d in gold if gold else True)]
+    gold_ids = set(gold_of(trajectory, gold).doc_ids)
+    good = [d for d in cited if d in retrieved and (d in gold_ids if gold_ids else True)]
     return len(good) / len(cited)
 
 
-def cost(trajectory: Trajectory, task: dict[str, Any] | None = None, *, budget: int = 12,
+def cost(trajectory: Trajectory, gold: Gold | None = None, *, budget: int = 12,
          per_call: float = 0.02) -> float:
     """A penalty of `per_call` for every model call beyond `budget` (0 or negative).
 
@@ -192,14 +176,14 @@ def judge(model: Any, *, prompt: str = "judge") -> RewardFn:
     template = load_template(prompt)
     cache: dict[tuple[str, str, str], float] = {}
 
-    def judged(trajectory: Trajectory, task: dict[str, Any] | None = None) -> float:
-        gold = gold_of(trajectory, task)
-        if not trajectory.answer.strip() or not gold.answers:
+    def judged(trajectory: Trajectory, gold: Gold | None = None) -> float:
+        answers = gold_of(trajectory, gold).answers
+        if not trajectory.answer.strip() or not answers:
             return 0.0
-        key = (gold.question, gold.answers[0], trajectory.answer)
+        key = (trajectory.question, answers[0], trajectory.answer)
         if key not in cache:
-            messages = render_messages(template, question=gold.question,
-                                       gold=" / ".join(gold.answers), answer=trajectory.answer)
+            messages = render_messages(template, question=trajectory.question,
+                                       gold=" / ".join(answers), answer=trajectory.answer)
             reply = model.invoke(messages)
             text = reply.content if isinstance(reply.content, str) else str(reply.content)
             cache[key] = float(parse_verdict(text).relevant)
@@ -217,14 +201,14 @@ class Reward:
             raise ValueError("a Reward needs at least one component")
         self.components = dict(components)
 
-    def scores(self, trajectory: Trajectory, task: dict[str, Any] | None = None) -> dict[str, float]:
+    def scores(self, trajectory: Trajectory, gold: Gold | None = None) -> dict[str, float]:
         """Each component's value and the weighted total under "reward"."""
-        out = {name: float(fn(trajectory, task)) for name, (fn, _) in self.components.items()}
+        out = {name: float(fn(trajectory, gold)) for name, (fn, _) in self.components.items()}
         out["reward"] = sum(w * out[name] for name, (_, w) in self.components.items())
         return out
 
-    def __call__(self, trajectory: Trajectory, task: dict[str, Any] | None = None) -> float:
-        return self.scores(trajectory, task)["reward"]
+    def __call__(self, trajectory: Trajectory, gold: Gold | None = None) -> float:
+        return self.scores(trajectory, gold)["reward"]
 
     @property
     def weights(self) -> dict[str, float]:
@@ -244,19 +228,20 @@ def default() -> Reward:
                    "format": (format_rate, 0.1), "cost": (cost, 1.0)})
 
 
-def rescore(trajectories: Iterable[Trajectory], reward: Reward | RewardFn,
-            tasks: dict[str, dict[str, Any]] | None = None) -> list[dict[str, float]]:
-    """Score stored trajectories again (tasks by id, else the gold each trajectory carries)."""
-    out = []
-    for t in trajectories:
-        task = (tasks or {}).get(t.task_id or "")
-        if isinstance(reward, Reward):
-            out.append(reward.scores(t, task))
-        else:
-            out.append({"reward": float(reward(t, task))})
-    return out
+def as_reward(reward: Reward | RewardFn) -> Reward:
+    """A `Reward` as it is; a plain callable as a one-component `Reward` named after it.
+
+    >>> as_reward(exact_match).scores(Trajectory(answer="Varo"), Gold(answer="varo"))
+    {'exact_match': 1.0, 'reward': 1.0}
+    """
+    if isinstance(reward, Reward):
+        return reward
+    if not callable(reward):
+        raise TypeError(f"a reward is a Reward or a callable (trajectory, gold) -> float, "
+                        f"not {type(reward).__name__}")
+    return Reward({getattr(reward, "__name__", "reward").strip("<>") or "reward": (reward, 1.0)})
 
 
 __all__ = ["Reward", "citation_precision", "cost", "default", "evidence_recall",
-           "exact_match", "f1", "format_rate", "judge", "persistence", "rescore",
+           "exact_match", "f1", "format_rate", "judge", "persistence", "as_reward",
            "search_misses", "searches_after_miss"]
