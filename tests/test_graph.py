@@ -14,14 +14,26 @@ from langgraph.types import Command
 from scripted import ScriptedChatModel, default_reply
 
 from agents import Planner, as_tool
+from agents.schemas import (
+    Counters,
+    PlannerInput,
+    PlannerUpdate,
+    SearchUpdate,
+    SelectorInput,
+    SelectorUpdate,
+    WriterInput,
+    WriterUpdate,
+)
 from graph import (
     ResearchConfig,
+    ResearchState,
     TrajectoryRecorder,
     aresearch,
     build_research_graph,
     research,
     research_many,
 )
+from graph.builder import input_model
 from tools.embeddings import HashEmbedder
 from tools.knowledge import KnowledgeBase
 
@@ -89,6 +101,33 @@ def test_roles_are_replaceable_by_callables(kb):
     assert out["stats"]["searches"] == 0 and out["stop_reason"] == "max_searches"
 
 
+def test_typed_roles_get_their_input_model_and_may_return_one(kb):
+    """A role annotated with a pydantic model receives it built from the state; a role may
+    return a pydantic model whose fields are state keys, as the agents' `*Update`s are."""
+    seen = []
+
+    def selector(inp: SelectorInput) -> SelectorUpdate:
+        seen.append(inp)
+        return SelectorUpdate(evidence=inp.passages[:1], counters=Counters(model_calls=5))
+
+    graph = build_research_graph(tools=[kb], model=ScriptedChatModel(), selector=selector,
+                                 config=ResearchConfig(search_mode="fts", max_rounds=1))
+    out = graph.invoke({"question": "Where was the founder born?"})
+    assert seen and isinstance(seen[0], SelectorInput) and seen[0].passages
+    assert len(out["evidence"]) == 1 and out["stats"]["model_calls"] == 3 + 5  # plan, search, write + 5
+
+
+def test_agent_contracts_name_state_keys():
+    """Every field a role reads or writes is a key of the research state (or of the branch
+    request the graph builds for the searcher)."""
+    keys = set(ResearchState.__annotations__)
+    for model in (PlannerInput, SelectorInput, WriterInput, PlannerUpdate, SearchUpdate,
+                  SelectorUpdate, WriterUpdate):
+        assert set(model.model_fields) <= keys, (model.__name__, set(model.model_fields) - keys)
+    assert input_model(Planner(ScriptedChatModel())) is PlannerInput
+    assert input_model(lambda state: {}) is None
+
+
 def test_plan_approval_interrupt(kb):
     model = ScriptedChatModel(script=fanout_script(2))
     graph = build_research_graph(tools=[kb], model=model, checkpointer=InMemorySaver(),
@@ -145,7 +184,7 @@ def test_recorder_on_a_custom_graph_and_on_research_as_subgraph(kb):
         notes: Annotated[list[str], operator.add]
 
     def plan(state):
-        return {"plan": planner(state)["plan"]}
+        return {"plan": planner(state).plan}
 
     def look(state):
         return {"notes": [p.title for p in tool.invoke({"query": state["plan"][0], "k": 2})]}
@@ -201,7 +240,7 @@ def test_research_many_groups_samples_and_isolates_failures(kb, small_world, tmp
     assert ok[0].group_id == ok[1].group_id != ok[2].group_id == ok[3].group_id
     assert len(store) == 4 and set(store.groups()) == {ok[0].group_id, ok[2].group_id}
     stored = store.get(ok[0].trajectory_id)
-    assert stored.task_id == small_world.tasks[0]["id"] and stored.gold["answer"]
+    assert stored.task_id == small_world.tasks[0]["id"] and stored.gold.answer
     assert stored.config["seed"] != store.get(ok[1].trajectory_id).config["seed"]
 
 

@@ -56,12 +56,60 @@ def test_persistence_pays_only_after_a_miss_and_only_when_right():
     farming = traj("Oslo", [search("x")] * 30)
     assert rewards.persistence(farming, GOLD) == 0.0
     full = rewards.default()
-    assert full(farming, GOLD) < full(right_no_miss, GOLD) < full(right_after_miss, GOLD)
+    gave_up = traj("Oslo", [search("x")])  # missed once and answered anyway
+    assert full(farming, GOLD) < full(gave_up, GOLD) < full(right_after_miss, GOLD)
+    # finding the evidence at once beats finding it after misses: retries are not farmable
+    assert full(right_after_miss, GOLD) < full(right_no_miss, GOLD)
     capped = traj("Varo", [search("x")] * 30 + [search("g1")])
     assert rewards.persistence(capped, GOLD) == 1.0  # capped at 3 retries
     assert full.scores(capped, GOLD)["cost"] == 0.0  # searches are not model calls
     spammy = traj("Varo", [ModelStep(parse_ok=True)] * 40 + [search("x"), search("g1")])
     assert full.scores(spammy, GOLD)["cost"] < 0  # but extra model calls cost
+
+
+def test_persistence_pays_only_needed_retries():
+    miss_then_find = traj("Varo", [search("x"), search("g1", "g2")])
+    assert rewards.needed_retries(miss_then_find, GOLD) == 1
+    assert rewards.persistence(miss_then_find, GOLD) == pytest.approx(1 / 3)
+    # the evidence was complete after the first search: the retries after it were not needed
+    padded = traj("Varo", [search("g1", "g2"), search("x"), search("x"), search("x")])
+    assert rewards.searches_after_miss(padded, GOLD) == 2 and rewards.needed_retries(padded, GOLD) == 0
+    assert rewards.persistence(padded, GOLD) == 0.0
+    assert rewards.search_cost(padded, GOLD) == pytest.approx(-0.45)
+    # a retry that brings the second gold page after a miss was needed
+    partial = traj("Varo", [search("g1"), search("x"), search("g2")])
+    assert rewards.needed_retries(partial, GOLD) == 1
+
+
+def _run(*searches_: ToolStep, ok: tuple[bool, ...] = ()) -> list:
+    """A realistic run: a plan, one searcher call per search, a writer call (parse results
+    from `ok`, default all parsed)."""
+    steps: list = [ModelStep(role="planner")]
+    for s in searches_:
+        steps += [ModelStep(role="searcher"), s]
+    steps.append(ModelStep(role="writer"))
+    calls = [s for s in steps if isinstance(s, ModelStep)]
+    for i, call in enumerate(calls):
+        call.parse_ok = ok[i] if i < len(ok) else True
+    return steps
+
+
+@pytest.mark.parametrize("base", [
+    _run(search("g1", "g2")),
+    _run(search("g1"), search("g2")),
+    _run(search("x"), search("g1", "g2")),
+    _run(search("x"), search("x"), search("g1"), search("x"), search("g2")),
+    _run(search("g1"), search("g2"), ok=(False, False, True, False)),  # mostly malformed replies
+])
+def test_a_right_run_never_earns_more_by_adding_searches_that_find_nothing(base):
+    reward = rewards.default()
+    right = traj("Varo", base, citations=[{"doc_id": "g1"}])
+    before = reward(right, GOLD)
+    for junk in (search("x"), search("y", "z"), search()):
+        for at in range(1, len(base)):  # after the first plan, before the writer
+            added = [ModelStep(role="searcher", parse_ok=True), junk]  # a search is a call + a hit list
+            padded = right.model_copy(update={"steps": base[:at] + added + base[at:]})
+            assert reward(padded, GOLD) < before, (at, reward.scores(padded, GOLD))
 
 
 def test_evidence_citations_format_cost():
@@ -74,7 +122,7 @@ def test_evidence_citations_format_cost():
     assert rewards.cost(t, GOLD) == 0.0
     scores = rewards.default().scores(t, GOLD)
     assert set(scores) == {"f1", "exact_match", "persistence", "evidence_recall",
-                           "citation_precision", "format", "cost", "reward"}
+                           "citation_precision", "format", "cost", "search_cost", "reward"}
     w = rewards.default().weights
     assert scores["reward"] == pytest.approx(sum(w[k] * scores[k] for k in w))
 

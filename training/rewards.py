@@ -9,15 +9,18 @@ callable into one, once, where it enters.
 
 `persistence` is the one that teaches searching again after a miss. Unlike ReZero's retry
 reward (0.2 + 0.15·min(searches, 5) whenever an answer exists, which paid for searching
-regardless of outcome and collapsed after ~350 steps), it pays only for searches that
-follow an observed miss, is capped, and is 0 unless the final answer is correct (F1 at least
-`threshold`): searching a lot and answering wrong earns nothing.
+regardless of outcome and collapsed after ~350 steps), it pays only for *needed* retries —
+searches that follow a miss while gold evidence is still missing —, is capped, and is 0
+unless the final answer is correct (F1 at least `threshold`). `search_cost` charges every
+search that brings no new gold document, more than a retry can earn, so neither searching a
+lot and answering wrong nor padding a right run with searches pays.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from graph.trajectory import Gold, ModelStep, ToolStep, Trajectory  # noqa: F401 (doctests)
@@ -79,13 +82,24 @@ def searches(trajectory: Trajectory) -> list[ToolStep]:
     return [s for s in trajectory.tool_steps if s.error is None or s.output]
 
 
-def search_misses(trajectory: Trajectory, gold: Gold | None = None) -> list[bool]:
-    """Per search: did it miss, i.e. bring no new gold document (no new passage relevant to
-    the question when the task has no gold documents)?"""
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What one search did for its run."""
+
+    miss: bool  # it brought no new gold document (no new relevant passage without gold ids)
+    after_miss: bool  # the search before it missed
+    complete_before: bool  # every gold document had been retrieved before it
+
+
+def search_outcomes(trajectory: Trajectory, gold: Gold | None = None) -> list[SearchOutcome]:
+    """Each search of the run in order: did it miss, did it follow a miss, was the gold
+    evidence already complete? Without gold document ids a hit is a new passage sharing half
+    the question's content words, and evidence is never known to be complete."""
     gold_ids = set(gold_of(trajectory, gold).doc_ids)
     seen: set[str] = set()
-    out = []
+    out: list[SearchOutcome] = []
     for step in searches(trajectory):
+        complete = bool(gold_ids) and gold_ids <= seen
         new = [h for h in step.output if h.get("doc_id") and h["doc_id"] not in seen]
         seen.update(h["doc_id"] for h in new)
         if gold_ids:
@@ -93,31 +107,60 @@ def search_misses(trajectory: Trajectory, gold: Gold | None = None) -> list[bool
         else:
             hit = any(overlap(trajectory.question, f"{h.get('title', '')} {h.get('text', '')}") >= 0.5
                       for h in new)
-        out.append(not hit)
+        out.append(SearchOutcome(miss=not hit, after_miss=bool(out) and out[-1].miss,
+                                 complete_before=complete))
     return out
+
+
+def search_misses(trajectory: Trajectory, gold: Gold | None = None) -> list[bool]:
+    """Per search: did it miss (bring no new gold document)?"""
+    return [o.miss for o in search_outcomes(trajectory, gold)]
 
 
 def searches_after_miss(trajectory: Trajectory, gold: Gold | None = None) -> int:
     """How many searches came right after a search that missed."""
-    misses = search_misses(trajectory, gold)
-    return sum(1 for prev in misses[:-1] if prev)
+    return sum(o.after_miss for o in search_outcomes(trajectory, gold))
+
+
+def needed_retries(trajectory: Trajectory, gold: Gold | None = None) -> int:
+    """Searches right after a miss, made while gold evidence was still missing."""
+    return sum(o.after_miss and not o.complete_before for o in search_outcomes(trajectory, gold))
 
 
 def persistence(trajectory: Trajectory, gold: Gold | None = None, *,
                 threshold: float = 0.5, cap: int = 3) -> float:
-    """min(searches after a miss, cap) / cap, paid only when the answer is right (F1 >= threshold).
+    """min(needed retries, cap) / cap, paid only when the answer is right (F1 >= threshold).
+
+    A retry is *needed* when it follows a miss and the gold evidence is not yet complete:
+    searching on after the evidence is in hand earns nothing (and `search_cost` charges it).
 
     >>> hit = ToolStep(tool="kb", output=[{"doc_id": "g1"}])
     >>> miss = ToolStep(tool="kb", output=[{"doc_id": "x"}])
     >>> gold = Gold(answer="Varo", doc_ids=["g1"])
     >>> persistence(Trajectory(answer="Varo", steps=[miss, hit]), gold)
     0.3333333333333333
-    >>> persistence(Trajectory(answer="Oslo", steps=[miss] * 9), gold)  # wrong: nothing to farm
+    >>> persistence(Trajectory(answer="Varo", steps=[hit, miss, miss, miss]), gold)  # farming
+    0.0
+    >>> persistence(Trajectory(answer="Oslo", steps=[miss] * 9), gold)  # wrong: nothing to earn
     0.0
     """
     if f1(trajectory, gold) < threshold:
         return 0.0
-    return min(searches_after_miss(trajectory, gold), cap) / cap
+    return min(needed_retries(trajectory, gold), cap) / cap
+
+
+def search_cost(trajectory: Trajectory, gold: Gold | None = None, *,
+                per_search: float = 0.15) -> float:
+    """A charge of `per_search` for every search that brought no new gold document.
+
+    It outweighs what one more retry can earn (`persistence` pays 1/3 · 0.2 per needed retry
+    in the default mix), so a run never earns more by adding searches that find nothing.
+
+    >>> miss = ToolStep(tool="kb", output=[{"doc_id": "x"}])
+    >>> search_cost(Trajectory(steps=[miss, miss]), Gold(answer="a", doc_ids=["g1"]))
+    -0.3
+    """
+    return -per_search * sum(search_misses(trajectory, gold))
 
 
 def retrieved_doc_ids(trajectory: Trajectory) -> list[str]:
@@ -220,12 +263,13 @@ def default() -> Reward:
     """The mix training uses: correctness first, then evidence, persistence, format, cost.
 
     reward = 1.0·f1 + 0.5·exact_match + 0.2·persistence + 0.2·evidence_recall
-             + 0.1·citation_precision + 0.1·format + 1.0·cost
+             + 0.1·citation_precision + 0.1·format + 1.0·cost + 1.0·search_cost
     """
     return Reward({"f1": (f1, 1.0), "exact_match": (exact_match, 0.5),
                    "persistence": (persistence, 0.2), "evidence_recall": (evidence_recall, 0.2),
                    "citation_precision": (citation_precision, 0.1),
-                   "format": (format_rate, 0.1), "cost": (cost, 1.0)})
+                   "format": (format_rate, 0.1), "cost": (cost, 1.0),
+                   "search_cost": (search_cost, 1.0)})
 
 
 def as_reward(reward: Reward | RewardFn) -> Reward:
@@ -244,4 +288,5 @@ def as_reward(reward: Reward | RewardFn) -> Reward:
 
 __all__ = ["Reward", "citation_precision", "cost", "default", "evidence_recall",
            "exact_match", "f1", "format_rate", "judge", "persistence", "as_reward",
-           "search_misses", "searches_after_miss"]
+           "needed_retries", "search_cost", "search_misses", "search_outcomes",
+           "searches_after_miss"]
