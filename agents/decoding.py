@@ -12,6 +12,10 @@ prefix of P_i tokens, the longest prefix P and the longest suffix S:
     [zeros (P - P_i) | prefix_i KV | padding | suffix_i]   mask 0 / 1 / 0 / 1
 positions run 0..P_i-1 over the prefix and continue from P_i over the suffix, so every row
 computes exactly what it would compute alone.
+
+Caches are handled as per-layer (keys, values) tensors through `agents.kvcache`, the one
+module that knows transformers' cache API. Tensors live on the model's device; sampling
+runs on CPU from each step's logprobs, so a request's tokens depend only on its seed.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
+
+from agents import kvcache
 
 
 @dataclass
@@ -57,20 +62,21 @@ class PrefixCache:
 
     def __init__(self, size: int):
         self.size = size
-        self.entries: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self.entries: OrderedDict[tuple[int, ...], list[kvcache.KV]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
-    def get(self, model: torch.nn.Module, prefix: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def get(self, model: torch.nn.Module, prefix: tuple[int, ...]) -> list[kvcache.KV]:
         """The per-layer (keys, values) of the prefix, computed on a miss."""
         if prefix in self.entries:
             self.hits += 1
             self.entries.move_to_end(prefix)
             return self.entries[prefix]
         self.misses += 1
-        cache = DynamicCache()
-        model(input_ids=torch.tensor([prefix]), cache=cache, use_cache=True, logits_to_keep=1)
-        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        cache = kvcache.empty()
+        kvcache.forward(model, cache, input_ids=torch.tensor([prefix], device=_device(model)),
+                        logits_to_keep=1)
+        kv = kvcache.layers(cache)
         self.entries[prefix] = kv
         if len(self.entries) > self.size:
             self.entries.popitem(last=False)
@@ -79,6 +85,11 @@ class PrefixCache:
     def clear(self) -> None:
         """Forget every prefix (call after the weights change)."""
         self.entries.clear()
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's (first) parameters, where the decoder puts its tensors."""
+    return next(model.parameters()).device
 
 
 def _eos_ids(tokenizer: object, model: torch.nn.Module) -> set[int]:
@@ -129,7 +140,7 @@ def _pad_left(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
         return t
     shape = list(t.shape)
     shape[dim] = missing
-    return torch.cat([torch.zeros(shape, dtype=t.dtype), t], dim=dim)
+    return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)
 
 
 class Batcher:
@@ -157,6 +168,11 @@ class Batcher:
         self._closed = False
         self._thread = threading.Thread(target=self._loop, daemon=True, name="sleuth-decode")
         self._thread.start()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (read each time: a trainer may move them)."""
+        return _device(self.model)
 
     def submit(self, req: GenerationRequest) -> Future:
         """Queue a request; the future resolves when `req.result` is set."""
@@ -207,7 +223,7 @@ class Batcher:
 
     def _loop(self) -> None:
         rows: list[_Row] = []
-        cache: DynamicCache | None = None
+        cache: kvcache.Cache | None = None
         mask: torch.Tensor | None = None
         while not (self._closed and not rows):
             new = self._take(block=not rows, room=self.max_batch - len(rows))
@@ -230,11 +246,11 @@ class Batcher:
 
     @torch.no_grad()
     def _admit(self, new: list[tuple[GenerationRequest, Future]], rows: list[_Row],
-               cache: DynamicCache | None, mask: torch.Tensor | None,
-               ) -> tuple[list[_Row], DynamicCache | None, torch.Tensor | None]:
+               cache: kvcache.Cache | None, mask: torch.Tensor | None,
+               ) -> tuple[list[_Row], kvcache.Cache | None, torch.Tensor | None]:
         """Prefill new requests, sample their first token, merge them into the batch."""
         reqs = [r for r, _ in new]
-        kvs: list[list[tuple[torch.Tensor, torch.Tensor]] | None] = []
+        kvs: list[list[kvcache.KV] | None] = []
         for r in reqs:
             usable = 0 < r.prefix_len < len(r.prompt_ids)  # a suffix must remain to decode
             kvs.append(self.prefixes.get(self.model, tuple(r.prompt_ids[:r.prefix_len]))
@@ -242,78 +258,81 @@ class Batcher:
         plen = [r.prefix_len if kv is not None else 0 for r, kv in zip(reqs, kvs, strict=True)]
         suffixes = [r.prompt_ids[n:] for r, n in zip(reqs, plen, strict=True)]
         B, P, S = len(reqs), max(plen), max(len(s) for s in suffixes)
-        ids = torch.full((B, S), self.pad_id, dtype=torch.long)
-        new_mask = torch.zeros((B, P + S), dtype=torch.long)
-        pos = torch.ones((B, S), dtype=torch.long)
+        dev = self.device
+        ids = torch.full((B, S), self.pad_id, dtype=torch.long, device=dev)
+        new_mask = torch.zeros((B, P + S), dtype=torch.long, device=dev)
+        pos = torch.ones((B, S), dtype=torch.long, device=dev)
         for i, (s, n) in enumerate(zip(suffixes, plen, strict=True)):
-            ids[i, S - len(s):] = torch.tensor(s)
+            ids[i, S - len(s):] = torch.tensor(s, device=dev)
             new_mask[i, P - n:P] = 1
             new_mask[i, P + S - len(s):] = 1
-            pos[i, S - len(s):] = torch.arange(n, n + len(s))
-        new_cache = (DynamicCache(ddp_cache_data=self._stack_prefixes(kvs, plen, P)) if P
-                     else DynamicCache())
-        logits = self.model(input_ids=ids, attention_mask=new_mask, position_ids=pos,
-                            cache=new_cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+            pos[i, S - len(s):] = torch.arange(n, n + len(s), device=dev)
+        new_cache = kvcache.from_layers(self._stack_prefixes(kvs, plen, P)) if P else kvcache.empty()
+        logits = kvcache.forward(self.model, new_cache, input_ids=ids, attention_mask=new_mask,
+                                 position_ids=pos, logits_to_keep=1).logits[:, -1, :]
         admitted = [_Row(req=r, fut=f, gen=torch.Generator().manual_seed(r.seed),
                          next_pos=len(r.prompt_ids)) for r, f in new]
         keep = self._sample_all(admitted, logits)
         if not keep:
             return rows, cache, mask
-        idx = torch.tensor(keep)
-        new_cache.batch_select_indices(idx)
+        idx = torch.tensor(keep, device=dev)
+        kvcache.select_rows(new_cache, idx)
         new_mask = new_mask[idx]
         admitted = [admitted[i] for i in keep]
         if not rows:
             return admitted, new_cache, new_mask
         assert cache is not None and mask is not None
         length = max(mask.shape[1], new_mask.shape[1])
-        merged = []
-        for old, fresh in zip(cache.layers, new_cache.layers, strict=True):
-            merged.append((torch.cat([_pad_left(old.keys, length, 2), _pad_left(fresh.keys, length, 2)]),
-                           torch.cat([_pad_left(old.values, length, 2),
-                                      _pad_left(fresh.values, length, 2)])))
+        merged = [(torch.cat([_pad_left(k0, length, 2), _pad_left(k1, length, 2)]),
+                   torch.cat([_pad_left(v0, length, 2), _pad_left(v1, length, 2)]))
+                  for (k0, v0), (k1, v1) in zip(kvcache.layers(cache), kvcache.layers(new_cache),
+                                                strict=True)]
         mask = torch.cat([_pad_left(mask, length, 1), _pad_left(new_mask, length, 1)])
-        return rows + admitted, DynamicCache(ddp_cache_data=merged), mask
+        return rows + admitted, kvcache.from_layers(merged), mask
 
     @torch.no_grad()
-    def _step(self, rows: list[_Row], cache: DynamicCache | None, mask: torch.Tensor | None,
-              ) -> tuple[list[_Row], DynamicCache | None, torch.Tensor | None]:
+    def _step(self, rows: list[_Row], cache: kvcache.Cache | None, mask: torch.Tensor | None,
+              ) -> tuple[list[_Row], kvcache.Cache | None, torch.Tensor | None]:
         """Decode one token for every row; drop the rows that finish."""
         assert cache is not None and mask is not None
-        mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
-        tokens = torch.tensor([[r.out[-1]] for r in rows])
-        positions = torch.tensor([[r.next_pos] for r in rows])
-        logits = self.model(input_ids=tokens, attention_mask=mask, position_ids=positions,
-                            cache=cache, use_cache=True).logits[:, -1, :]
+        dev = self.device
+        mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long, device=dev)], dim=1)
+        tokens = torch.tensor([[r.out[-1]] for r in rows], device=dev)
+        positions = torch.tensor([[r.next_pos] for r in rows], device=dev)
+        logits = kvcache.forward(self.model, cache, input_ids=tokens, attention_mask=mask,
+                                 position_ids=positions).logits[:, -1, :]
         for r in rows:
             r.next_pos += 1
         keep = self._sample_all(rows, logits)
         if len(keep) < len(rows):
             if not keep:
                 return [], None, None
-            idx = torch.tensor(keep)
-            cache.batch_select_indices(idx)
+            idx = torch.tensor(keep, device=dev)
+            kvcache.select_rows(cache, idx)
             mask = mask[idx]
             rows = [rows[i] for i in keep]
             first = int(torch.nonzero(mask.any(dim=0))[0])  # drop columns no row attends to
             if first:
                 mask = mask[:, first:]
-                for layer in cache.layers:
-                    layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+                kvcache.drop_columns(cache, first)
         return rows, cache, mask
 
     def _sample_all(self, rows: list[_Row], logits: torch.Tensor) -> list[int]:
         """Sample each row's next token; finish rows that end; return the indices that go on.
 
         Logprobs are taken under softmax(logits / T) before top-p (T = 1 for greedy rows),
-        the distribution the trainer evaluates.
+        the distribution the trainer evaluates. Sampling runs on CPU (one copy of the
+        logprobs per step), where each row's generator lives.
         """
-        temps = torch.tensor([[r.req.temperature if r.req.temperature > 0 else 1.0] for r in rows])
+        dev = logits.device
+        temps = torch.tensor([[r.req.temperature if r.req.temperature > 0 else 1.0] for r in rows],
+                             device=dev)
         logits = logits.float()
         early = [i for i, r in enumerate(rows) if len(r.out) < r.req.min_new_tokens]
         if early and self.eos:  # not allowed to end yet: the end-of-turn tokens are masked out
-            logits[torch.tensor(early).unsqueeze(1), torch.tensor(sorted(self.eos))] = float("-inf")
-        logp = torch.log_softmax(logits / temps, dim=-1)
+            logits[torch.tensor(early, device=dev).unsqueeze(1),
+                   torch.tensor(sorted(self.eos), device=dev)] = float("-inf")
+        logp = torch.log_softmax(logits / temps, dim=-1).cpu()  # no copy on CPU
         keep = []
         for i, r in enumerate(rows):
             tok = _sample(logp[i], r.req, r.gen)
@@ -334,7 +353,7 @@ class Batcher:
         r.fut.set_result(None)
 
     @staticmethod
-    def _stack_prefixes(kvs: list, plen: list[int], P: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _stack_prefixes(kvs: list, plen: list[int], P: int) -> list[kvcache.KV]:
         """Per layer, the rows' prefix keys/values left-padded with zeros to P positions
         (the attention mask hides the padding)."""
         template = next(kv for kv in kvs if kv is not None)
@@ -342,8 +361,8 @@ class Batcher:
         for layer, (k0, v0) in enumerate(template):
             ks, vs = [], []
             for kv, n in zip(kvs, plen, strict=True):
-                k = torch.zeros((1, k0.shape[1], P, k0.shape[3]), dtype=k0.dtype)
-                v = torch.zeros((1, v0.shape[1], P, v0.shape[3]), dtype=v0.dtype)
+                k = torch.zeros((1, k0.shape[1], P, k0.shape[3]), dtype=k0.dtype, device=k0.device)
+                v = torch.zeros((1, v0.shape[1], P, v0.shape[3]), dtype=v0.dtype, device=v0.device)
                 if kv is not None:
                     k[:, :, P - n:] = kv[layer][0]
                     v[:, :, P - n:] = kv[layer][1]
