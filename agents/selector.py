@@ -19,8 +19,14 @@ class _Judge(Agent):
 
 
 class Selector:
-    """Rules first (dedup by document, lexical relevance to the question and sub-questions,
-    retrieval rank); optionally a model's yes/no judgement of each remaining passage."""
+    """Rules first (one passage per document; every sub-question's best passage kept, then
+    the rest by lexical relevance to the question or any sub-question, with words in the
+    title counting extra and retrieval order breaking ties); optionally a model's yes/no judgement of each remaining passage.
+
+    Covering each sub-question matters for multi-hop questions: the page that answers a
+    later hop ("Where is the University of Zilford based?") shares few words with the
+    question itself, and ranking by the question alone would drop it.
+    """
 
     role = "selector"
     input_model = SelectorInput
@@ -32,22 +38,25 @@ class Selector:
         self.judge = _Judge(model, max_new_tokens=4, **kwargs) if judge else None
 
     def rank(self, state: SelectorInput | Mapping[str, Any]) -> list[Passage]:
-        """Best passage per document, by relevance to the question and its sub-questions."""
+        """Best passage per document: each sub-question's best first, then by relevance."""
         inp = read_input(SelectorInput, state)
-
-        def relevance(p: Passage) -> float:
-            text = f"{p.title} {p.text}"
-            sub = max((overlap(q, text) for q in inp.sub_questions), default=0.0)
-            return overlap(inp.question, text) + 0.5 * sub
-
-        best: dict[str, tuple[float, float, Passage]] = {}
+        queries = [inp.question, *inp.sub_questions]
+        best: dict[str, tuple[list[float], Passage]] = {}  # doc -> (relevance per query, passage)
         for i, p in enumerate(inp.passages):
-            rel = relevance(p)
-            score = rel + 0.1 / (1 + i)  # retrieval order breaks ties
-            if p.doc_id not in best or score > best[p.doc_id][0]:
-                best[p.doc_id] = (score, rel, p)
-        ranked = sorted(best.values(), key=lambda t: -t[0])
-        return [p for _, rel, p in ranked if rel > 0] or [p for _, _, p in ranked]
+            text = f"{p.title} {p.text}"
+            # a page titled with the words asked about is the page about that thing
+            rel = [overlap(q, text) + 0.5 * overlap(q, p.title) + 0.01 / (1 + i) for q in queries]
+            if p.doc_id not in best or max(rel) > max(best[p.doc_id][0]):
+                best[p.doc_id] = (rel, p)
+        rows = list(best.values())
+        covering = []
+        for q in range(1, len(queries)):  # the best page for each sub-question, in order
+            top = max(rows, key=lambda r: r[0][q], default=None)
+            if top is not None and top[0][q] >= 0.5 and top[1] not in covering:
+                covering.append(top[1])
+        rest = [p for rel, p in sorted(rows, key=lambda r: -max(r[0]))
+                if p not in covering and max(rel) > 0.05]
+        return covering + rest or [p for _, p in rows]
 
     def __call__(self, state: SelectorInput | Mapping[str, Any]) -> SelectorUpdate:
         """Select the evidence for the writer (and the planner's next round)."""

@@ -145,3 +145,17 @@ def test_selector_dedups_by_document_and_writer_drops_foreign_citations():
     assert out.counters.dropped_citations == 1
     judged = Selector(ScriptedChatModel(script=lambda r, m: "no"), k=3, judge=True)(state)
     assert len(judged.evidence) == 2 and judged.counters.model_calls == 2
+
+
+def test_selector_keeps_the_page_that_answers_each_sub_question():
+    """A later hop's page shares few words with the question; covering sub-questions keeps it."""
+    question = "In which city is the employer of Ada Lenn based?"
+    passages = [P(0, "Ada Lenn", "Ada Lenn worked for the University of Zilford.", "ada"),
+                P(1, "Bo Lenn", "Bo Lenn is a painter; Lenn was based in a city.", "bo"),
+                P(2, "Cy Lenn", "Cy Lenn, employer of many, lived in a city.", "cy"),
+                P(3, "University of Zilford", "The university is based in Goshbelport.", "uz")]
+    state = {"question": question, "passages": passages,
+             "sub_questions": ["Who did Ada Lenn work for?", "Where is University of Zilford based?"]}
+    kept = Selector(k=2)(state).evidence
+    assert [p.doc_id for p in kept] == ["ada", "uz"]
+    assert "uz" not in [p.doc_id for p in Selector(k=2)({**state, "sub_questions": []}).evidence]

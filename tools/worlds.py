@@ -11,7 +11,10 @@ not list their works), so a bridge question cannot be answered from a single pag
 Difficulty knobs: `hops` (which chain lengths to ask), `distractors` (extra pages shipped
 with each task, chosen to resemble the gold pages), `paraphrase` (probability that a fact or
 question uses a varied wording instead of the canonical one), `comparison_share`.
-Tasks are written in the task JSONL format of ../shared/data.
+Tasks are written in the task JSONL format of ../shared/data. Each task's `meta.rationale`
+is its gold reasoning chain — one list of hops per chain followed (two for a comparison),
+each hop a sub-question, a query that finds its page, the intermediate answer and that
+page's doc id and title — for supervised warm starts ("rationale chains").
 """
 
 from __future__ import annotations
@@ -364,6 +367,38 @@ def _value(b: _Builder, e: Entity, rel: str) -> str:
     return b.get(v).name if isinstance(v, str) and v in b.entities else str(v)
 
 
+# relation -> (sub-question about the entity, search keyword, the fact as a sentence);
+# {e} is the entity's name, {a} the fact's value
+_HOPS = {
+    "creator": ("Who {verb} {e}?", "{role}", "{e} was {verbed} by {a}"),
+    "org": ("Which {okind} {overb} {e}?", "{okind}", "{e} was {overb} by {a}"),
+    "founder": ("Who founded {e}?", "founder", "{e} was founded by {a}"),
+    "employer": ("Who did {e} work for?", "worked for", "{e} worked for {a}"),
+    "birth_city": ("Where was {e} born?", "born", "{e} was born in {a}"),
+    "country": ("In which country is {e}?", "country", "{e} is in {a}"),
+    "hq": ("Where is {e} based?", "headquarters", "{e} is based in {a}"),
+    "born": ("When was {e} born?", "born", "{e} was born in {a}"),
+    "founded": ("When was {e} founded?", "founded", "{e} was founded in {a}"),
+}
+
+
+def _steps(b: _Builder, chain: list[Entity], path: list[str]) -> list[dict[str, str]]:
+    """The rationale of a chain: per hop, the sub-question, a query that finds the hop's page,
+    the intermediate answer, the fact as a sentence, and the page it is read from."""
+    steps = []
+    for e, rel in zip(chain, path, strict=True):
+        slots = {"e": e.name, "a": _value(b, e, rel), "verb": "", "verbed": "", "role": "",
+                 "okind": "", "overb": ""}
+        if e.kind == "work":
+            role, verbed, okind, overb, _ = _WORK_KINDS[e.facts["work_kind"]]
+            slots.update(verb=_PAST[verbed], verbed=verbed, role=role, okind=okind, overb=overb)
+        question, keyword, fact = _HOPS[rel]
+        steps.append({"sub_question": question.format(**slots),
+                      "query": f"{e.name} {keyword.format(**slots)}", "answer": slots["a"],
+                      "fact": fact.format(**slots), "doc_id": e.doc_id, "title": e.name})
+    return steps
+
+
 def _slots(b: _Builder, e: Entity) -> dict[str, str]:
     if e.kind == "work":
         role, _, okind, overb, _ = _WORK_KINDS[e.facts["work_kind"]]
@@ -386,7 +421,7 @@ def _bridge(b: _Builder, hops: set[int], used: set[tuple[str, str]]) -> dict[str
     # the answer is named on the last page of the chain: its own page is not gold
     return {"template": name, "type": "bridge", "hops": len(path), "gold": chain,
             "question": b.pick(variants).format(**_slots(b, anchor)),
-            "answer": _value(b, chain[-1], path[-1])}
+            "answer": _value(b, chain[-1], path[-1]), "steps": [_steps(b, chain, path)]}
 
 
 def _comparison(b: _Builder, hops: set[int], used: set[tuple[str, str]]) -> dict[str, Any] | None:
@@ -410,7 +445,8 @@ def _comparison(b: _Builder, hops: set[int], used: set[tuple[str, str]]) -> dict
         slots = _slots(b, a) | {"a": a.name, "b": c.name}
         return {"template": name, "type": "comparison", "hops": 2 * len(path),
                 "gold": ca + cc, "question": b.pick(variants).format(**slots),
-                "answer": winner.name}
+                "answer": winner.name,
+                "steps": [_steps(b, ca, path), _steps(b, cc, path)]}
     return None
 
 
@@ -460,4 +496,4 @@ def _task(b: _Builder, i: int, q: dict[str, Any], n_distractors: int) -> dict[st
     return {"id": f"world{b.seed}-{i:04d}", "question": q["question"], "answer": q["answer"],
             "aliases": [], "type": q["type"], "source": f"world{b.seed}", "docs": docs,
             "meta": {"hops": q["hops"], "template": q["template"],
-                     "chain": [e.name for e in q["gold"]]}}
+                     "chain": [e.name for e in q["gold"]], "rationale": q["steps"]}}

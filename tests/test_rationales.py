@@ -1,0 +1,72 @@
+"""Rationale chains: generated tasks carry their gold chains, and the chain teacher plays them
+through the real agents' prompts into demonstrations that are right."""
+
+from __future__ import annotations
+
+import pytest
+
+from graph import ResearchConfig
+from tools.embeddings import HashEmbedder
+from tools.knowledge import KnowledgeBase
+from tools.worlds import generate_world
+from training import rewards
+from training.rationales import ChainTeacher, chains_of, demonstrations
+
+
+@pytest.fixture(scope="module")
+def world():
+    return generate_world(11, 24, hops=(2, 3))
+
+
+@pytest.fixture(scope="module")
+def world_kb(world, tmp_path_factory):
+    kb = KnowledgeBase(tmp_path_factory.mktemp("kb"), embedder=HashEmbedder())
+    kb.ingest({d["doc_id"]: d for t in world.tasks for d in t["docs"]}.values(), progress=False)
+    return kb
+
+
+def test_every_generated_task_carries_a_chain_that_reaches_its_answer(world):
+    pages = {d["doc_id"]: d for t in world.tasks for d in t["docs"]}
+    for task in world.tasks:
+        chains = chains_of(task)
+        assert len(chains) == (2 if task["type"] == "comparison" else 1)
+        hops = [h for chain in chains for h in chain]
+        gold = {d["doc_id"] for d in task["docs"] if d["gold"]}
+        assert {h["doc_id"] for h in hops} == gold  # the chain reads exactly the gold pages
+        for h in hops:  # each intermediate answer is written on the page it is read from
+            assert h["answer"] in pages[h["doc_id"]]["text"] and h["title"] in h["query"]
+        if task["type"] == "bridge":
+            assert chains[0][-1]["answer"] == task["answer"]
+            for prev, nxt in zip(chains[0], chains[0][1:], strict=False):
+                assert nxt["title"] == prev["answer"]  # each hop starts where the last ended
+
+
+def test_the_teacher_plays_chains_through_the_agents_prompts(world, world_kb):
+    demos = demonstrations(world.tasks, knowledge=world_kb,
+                           config=ResearchConfig(search_mode="fts", temperature=0.0))
+    assert len(demos) >= 0.8 * len(world.tasks)  # right runs only; FTS misses a few pages
+    assert all(rewards.exact_match(t) == 1.0 for t in demos)
+    three_hops = [t for t in demos if t.question in
+                  {x["question"] for x in world.tasks if x["meta"]["hops"] == 3}]
+    assert three_hops
+    t = three_hops[0]
+    roles = [s.role for s in t.model_steps]
+    assert roles[:2] == ["planner", "searcher"] and roles[-1] == "writer"
+    assert roles.count("planner") >= 3  # one hop per round, then done
+    assert t.model_steps[0].prompt_messages[0]["role"] == "system"  # the agents' real prompts
+    assert "<answer>" in t.model_steps[-1].text and "[1]" in t.model_steps[-1].text
+    assert rewards.evidence_recall(t) == 1.0 and rewards.citation_precision(t) == 1.0
+
+
+def test_the_teacher_retries_with_another_query_after_a_miss(world):
+    task = next(t for t in world.tasks if t["type"] == "bridge")
+    hop = chains_of(task)[0][0]
+    teacher = ChainTeacher.for_tasks([task])
+    first = teacher._search(teacher_key := " ".join(task["question"].split()).lower(),
+                            f"Question: {task['question']}\nSub-question: {hop['sub_question']}\n"
+                            "Earlier queries: none")
+    retry = teacher._search(teacher_key, f"Question: {task['question']}\nSub-question: "
+                            f"{hop['sub_question']}\nEarlier queries:\n- \"x\" found nothing new")
+    assert first == f"<search>{hop['query']}</search>" and retry != first
+    with pytest.raises(ValueError, match="no task carries a rationale"):
+        demonstrations([{"id": "q", "question": "?", "answer": "a", "docs": []}], knowledge=object())
