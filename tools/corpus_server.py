@@ -103,11 +103,122 @@ def _snippet(text: str, n: int = 240) -> str:
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
 
+    def __init__(self, address: tuple[str, int], corpus: CorpusServer):
+        super().__init__(address, _Handler)
+        self.corpus = corpus
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # a client that hung up (timeout, byte cap) is normal here; anything else is reported
         exc = sys.exc_info()[1]
         if not isinstance(exc, ConnectionError | TimeoutError):
             super().handle_error(request, client_address)
+
+
+_HTML = "text/html; charset=utf-8"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One connection to a `CorpusServer`: faults first, then routing by path."""
+
+    protocol_version = "HTTP/1.1"
+    server: _QuietServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def do_HEAD(self) -> None:
+        self._route("")
+
+    def do_GET(self) -> None:
+        self._route("")
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self._route(self.rfile.read(length).decode("utf-8", "replace") if length else "")
+
+    def _route(self, form: str) -> None:
+        corpus = self.server.corpus
+        fault = corpus._fault(self.path)
+        if fault is not None and self._apply(fault):
+            return
+        parts = urlsplit(self.path)
+        if parts.path == "/search":
+            self._search(parse_qs(parts.query) | parse_qs(form))
+        elif parts.path.startswith("/doc/"):
+            self._doc(unquote(parts.path[len("/doc/"):]))
+        elif parts.path == "/":
+            links = "".join(f'<li><a href="/doc/{quote(d.doc_id, safe="")}">'
+                            f"{html.escape(d.title)}</a></li>" for d in corpus.docs[:1000])
+            self._send(200, f"<html><body><h1>Corpus</h1><ul>{links}</ul></body></html>".encode(),
+                       _HTML)
+        else:
+            self._send(404, b"not found", "text/plain")
+
+    def _search(self, params: dict[str, list[str]]) -> None:
+        if (params.get("format") or ["html"])[0] != "json":
+            self._send(403, b"only format=json is served", "text/plain")
+            return
+        try:
+            pageno = max(1, int((params.get("pageno") or ["1"])[0]))
+        except ValueError:
+            pageno = 1
+        query = (params.get("q") or [""])[0]
+        body = json.dumps(self.server.corpus.search_json(query, pageno)).encode()
+        self._send(200, body, "application/json")
+
+    def _doc(self, doc_id: str) -> None:
+        corpus = self.server.corpus
+        i = corpus.ranker.by_id.get(doc_id)
+        if i is None:
+            self._send(404, b"<html><body>Not found</body></html>", _HTML)
+        else:
+            self._send(200, render_page(corpus.docs[i]).encode(), _HTML)
+
+    def _send(self, status: int, body: bytes, ctype: str,
+              headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        if ctype:  # "" sends no Content-Type at all
+            self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _apply(self, fault: Fault) -> bool:
+        """Serve an injected fault; False for a pure delay (then serve normally)."""
+        if fault.delay:
+            time.sleep(fault.delay)
+        if fault.redirect_to is not None:
+            self._send(fault.status or 302, b"", "text/plain", {"Location": fault.redirect_to})
+            return True
+        if fault.huge_bytes is not None:
+            self._send_huge(fault.huge_bytes)
+            return True
+        if fault.body is not None or fault.status is not None:
+            ctype = fault.content_type
+            self._send(fault.status or 200, fault.body or b"", _HTML if ctype is None else ctype)
+            return True
+        return False
+
+    def _send_huge(self, n: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", _HTML)
+        self.send_header("Content-Length", str(n))
+        self.end_headers()
+        filler = b"<p>" + b"lorem ipsum dolor sit amet " * 200 + b"</p>\n"
+        head = b"<html><head><title>Huge</title></head><body><article>"
+        sent = 0
+        try:
+            for piece in (head,) + (filler,) * (n // len(filler) + 1):
+                piece = piece[: n - sent]
+                if not piece:
+                    break
+                self.wfile.write(piece)
+                sent += len(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client stopped reading at its cap, as it should
 
 
 class CorpusServer:
@@ -125,7 +236,7 @@ class CorpusServer:
         self.faults = list(faults)
         self.requests: list[str] = []
         self._lock = threading.Lock()
-        self._httpd = _QuietServer((host, port), self._handler_class())
+        self._httpd = _QuietServer((host, port), self)
         self._thread: threading.Thread | None = None
 
     @property
@@ -179,103 +290,3 @@ class CorpusServer:
         return {"query": query, "number_of_results": len(results), "results": results,
                 "answers": [], "corrections": [], "infoboxes": [], "suggestions": [],
                 "unresponsive_engines": []}
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                pass
-
-            def _send(self, status: int, body: bytes, ctype: str,
-                      headers: dict[str, str] | None = None) -> None:
-                self.send_response(status)
-                if ctype:  # "" sends no Content-Type at all
-                    self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
-            def do_HEAD(self) -> None:
-                self.do_GET()
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                self._form = self.rfile.read(length).decode("utf-8", "replace") if length else ""
-                self.do_GET()
-
-            def do_GET(self) -> None:
-                fault = server._fault(self.path)
-                if fault is not None and self._apply(fault):
-                    return
-                parts = urlsplit(self.path)
-                if parts.path == "/search":
-                    params = parse_qs(parts.query) | parse_qs(getattr(self, "_form", ""))
-                    query = (params.get("q") or [""])[0]
-                    if (params.get("format") or ["html"])[0] != "json":
-                        self._send(403, b"only format=json is served", "text/plain")
-                        return
-                    try:
-                        pageno = max(1, int((params.get("pageno") or ["1"])[0]))
-                    except ValueError:
-                        pageno = 1
-                    body = json.dumps(server.search_json(query, pageno)).encode()
-                    self._send(200, body, "application/json")
-                elif parts.path.startswith("/doc/"):
-                    doc_id = unquote(parts.path[len("/doc/"):])
-                    i = server.ranker.by_id.get(doc_id)
-                    if i is None:
-                        self._send(404, b"<html><body>Not found</body></html>",
-                                   "text/html; charset=utf-8")
-                        return
-                    page = render_page(server.docs[i]).encode()
-                    self._send(200, page, "text/html; charset=utf-8")
-                elif parts.path == "/":
-                    links = "".join(f'<li><a href="/doc/{quote(d.doc_id, safe="")}">'
-                                    f"{html.escape(d.title)}</a></li>" for d in server.docs[:1000])
-                    body = f"<html><body><h1>Corpus</h1><ul>{links}</ul></body></html>".encode()
-                    self._send(200, body, "text/html; charset=utf-8")
-                else:
-                    self._send(404, b"not found", "text/plain")
-
-            def _apply(self, fault: Fault) -> bool:
-                if fault.delay:
-                    time.sleep(fault.delay)
-                if fault.redirect_to is not None:
-                    self._send(fault.status or 302, b"", "text/plain",
-                               {"Location": fault.redirect_to})
-                    return True
-                if fault.huge_bytes is not None:
-                    self._send_huge(fault.huge_bytes)
-                    return True
-                if fault.body is not None or fault.status is not None:
-                    ctype = fault.content_type
-                    self._send(fault.status or 200, fault.body or b"",
-                               "text/html; charset=utf-8" if ctype is None else ctype)
-                    return True
-                return False  # a pure delay: serve normally afterwards
-
-            def _send_huge(self, n: int) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(n))
-                self.end_headers()
-                filler = b"<p>" + b"lorem ipsum dolor sit amet " * 200 + b"</p>\n"
-                head = b"<html><head><title>Huge</title></head><body><article>"
-                sent = 0
-                try:
-                    for piece in (head,) + (filler,) * (n // len(filler) + 1):
-                        piece = piece[: n - sent]
-                        if not piece:
-                            break
-                        self.wfile.write(piece)
-                        sent += len(piece)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client stopped reading at its cap, as it should
-
-        return Handler
