@@ -7,29 +7,21 @@ messages go to stderr.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from graph.console import err, fail, out, print_json
+
+if TYPE_CHECKING:
+    from graph.run import ResearchResult
+    from tools.corpora import Sources
 
 app = typer.Typer(name="sleuth", help="Deep research by cooperating agents whose search "
                   "behaviour is learned.", no_args_is_help=True, add_completion=False)
-err = Console(stderr=True)
-out = Console()
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
 
 @app.command()
@@ -44,10 +36,10 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files or folders (.
     try:
         stats = KnowledgeBase(kb).ingest_paths(paths, progress=not json_out)
     except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     data = vars(stats)
     if json_out:
-        _print_json({"kb": str(kb), **data})
+        print_json({"kb": str(kb), **data})
     else:
         err.print(f"ingested {stats.documents} documents into {kb}: {stats.chunks} chunks "
                   f"({stats.embedded} embedded, {stats.unchanged} unchanged, "
@@ -68,13 +60,13 @@ def search(query: Annotated[str, typer.Argument(help="What to look for.")],
     from tools.knowledge import KnowledgeBase
 
     if not kb.exists():
-        _fail(f"no knowledge base at {kb}: create one with `sleuth ingest PATH --kb {kb}`")
+        fail(f"no knowledge base at {kb}: create one with `sleuth ingest PATH --kb {kb}`")
     try:
         hits = KnowledgeBase(kb).search(query, k=k, mode=mode, where=where)  # type: ignore[arg-type]
     except (ToolError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     if json_out:
-        _print_json({"query": query, "mode": mode, "passages": [p.model_dump() for p in hits]})
+        print_json({"query": query, "mode": mode, "passages": [p.model_dump() for p in hits]})
         return
     table = Table("#", "score", "title", "doc_id", "text", show_lines=False)
     for i, p in enumerate(hits, 1):
@@ -98,9 +90,9 @@ def fetch(url: Annotated[str, typer.Argument(help="An http(s) URL.")],
     try:
         page = fetch_page(url, allow_hosts=allow_host or (), max_bytes=max_bytes)
     except ToolError as e:
-        _fail(e.message)
+        fail(e.message)
     if json_out:
-        _print_json(page.model_dump())
+        print_json(page.model_dump())
         return
     err.print(f"[bold]{page.title or page.url}[/bold]  ({page.content_type}, {page.n_bytes} bytes"
               f"{', truncated' if page.truncated else ''})", highlight=False)
@@ -122,7 +114,7 @@ def serve_corpus(path: Annotated[Path, typer.Argument(help="Corpus or task JSONL
         server = CorpusServer(path, host=host, port=port,
                               knowledge=KnowledgeBase(kb) if kb else None)
     except (FileNotFoundError, ValueError, OSError) as e:
-        _fail(str(e))
+        fail(str(e))
     err.print(f"serving {len(server.docs)} documents at {server.url}  "
               f"(search: {server.url}/search?q=...&format=json; Ctrl-C stops)", soft_wrap=True)
     try:
@@ -148,10 +140,10 @@ def world(seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
         w = generate_world(seed, tasks, hops=hop_set, distractors=distractors,
                            paraphrase=paraphrase)
     except (ValueError, RuntimeError) as e:
-        _fail(str(e))
+        fail(str(e))
     corpus, task_file = w.write(out_dir)
     if json_out:
-        _print_json({"corpus": str(corpus), "tasks": str(task_file), "docs": len(w.docs),
+        print_json({"corpus": str(corpus), "tasks": str(task_file), "docs": len(w.docs),
                      "n_tasks": len(w.tasks), "seed": seed})
     else:
         err.print(f"world {seed}: {len(w.docs)} pages -> {corpus}, {len(w.tasks)} tasks -> "
@@ -218,7 +210,7 @@ def ask(question: Annotated[str, typer.Argument(help="The question to research."
     from graph.store import TrajectoryStore
 
     if kb is None and web is None:
-        _fail("give a source: --kb DIR (see `sleuth ingest`) and/or --web SEARXNG_URL")
+        fail("give a source: --kb DIR (see `sleuth ingest`) and/or --web SEARXNG_URL")
     try:
         cfg = ResearchConfig(model=model, max_rounds=max_rounds, temperature=temperature,
                              seed=seed)
@@ -232,11 +224,52 @@ def ask(question: Annotated[str, typer.Argument(help="The question to research."
                               store=TrajectoryStore(record) if record else None,
                               on_event=None if json_out else show)
     except (ValueError, FileNotFoundError, ImportError) as e:
-        _fail(str(e))
+        fail(str(e))
     if json_out:
-        _print_json(_result_json(result))
+        print_json(_result_json(result))
     else:
         _print_result(result)
+
+
+def _read_task_file(tasks: Path, limit: int | None) -> list[dict[str, Any]]:
+    from tools.documents import read_tasks
+
+    try:
+        rows = read_tasks(tasks, limit)
+    except (OSError, ValueError) as e:
+        fail(str(e))
+    if not rows:
+        fail(f"{tasks} holds no tasks")
+    return rows
+
+
+def _record_runs(rows: list[dict[str, Any]], sources: Sources, out_dir: Path, *, samples: int,
+                 concurrency: int, config: Any, quiet: bool) -> list[ResearchResult]:
+    from rich.progress import Progress
+
+    from graph.run import research_many
+    from graph.store import TrajectoryStore
+
+    store = TrajectoryStore(out_dir)
+    with Progress(console=err, disable=quiet) as progress:
+        bar = progress.add_task("research", total=len(rows) * samples)
+        return research_many(rows, samples_per_task=samples, concurrency=concurrency,
+                             store=store, config=config,
+                             on_result=lambda r: progress.advance(bar), **sources.as_kwargs())
+
+
+def _report_record(results: list[ResearchResult], n_tasks: int, samples: int, out_dir: Path,
+                   json_out: bool) -> None:
+    failed = [r for r in results if r.error]
+    summary = {"trajectories": len(results) - len(failed), "failed": len(failed),
+               "tasks": n_tasks, "samples": samples, "store": str(out_dir),
+               "errors": [r.error for r in failed][:5]}
+    if json_out:
+        print_json(summary)
+    else:
+        err.print(f"recorded {summary['trajectories']} trajectories of {n_tasks} tasks into "
+                  f"{out_dir}" + (f" ({len(failed)} failed: {failed[0].error})" if failed else ""),
+                  soft_wrap=True)
 
 
 @app.command("record")
@@ -255,59 +288,22 @@ def record_cmd(tasks: Annotated[Path, typer.Argument(help="Task JSONL (the ../sh
                json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
                ) -> None:
     """Run many tasks and store their trajectories (samples of a task share a group id)."""
-    from rich.progress import Progress
-
     from graph.config import ResearchConfig
-    from graph.run import research_many
-    from graph.store import TrajectoryStore
-    from tools.corpus_server import CorpusServer
-    from tools.documents import read_tasks
-    from tools.knowledge import KnowledgeBase
+    from tools.corpora import corpus_of, open_corpus
 
     if (kb is None) == (not corpus_server):
-        _fail("choose one source: --kb DIR or --corpus-server")
+        fail("choose one source: --kb DIR or --corpus-server")
+    rows = _read_task_file(tasks, limit)
+    if kb is not None and not kb.exists() and (docs := corpus_of(rows)):
+        err.print(f"building knowledge base {kb} from {len(docs)} task documents")
     try:
-        rows = read_tasks(tasks, limit)
-    except (OSError, ValueError) as e:
-        _fail(str(e))
-    if not rows:
-        _fail(f"{tasks} holds no tasks")
-    docs = list({d["doc_id"]: d for t in rows for d in t.get("docs") or []}.values())
-    if not docs and (corpus_server or (kb is not None and not kb.exists())):
-        _fail(f"the tasks in {tasks} carry no docs to search: give an existing --kb")
-    server = None
-    try:
-        if corpus_server:
-            server = CorpusServer(docs).start()
-            sources: dict[str, Any] = {"web": server.url}
-        else:
-            assert kb is not None
-            if not kb.exists():
-                err.print(f"building knowledge base {kb} from {len(docs)} task documents")
-                KnowledgeBase(kb).ingest(docs)
-            sources = {"knowledge": kb}
         cfg = ResearchConfig(model=model, temperature=temperature, seed=seed)
-        store = TrajectoryStore(out_dir)
-        with Progress(console=err, disable=json_out) as progress:
-            bar = progress.add_task("research", total=len(rows) * samples)
-            results = research_many(rows, samples_per_task=samples, concurrency=concurrency,
-                                    store=store, config=cfg,
-                                    on_result=lambda r: progress.advance(bar), **sources)
+        with open_corpus(rows, backend="web" if corpus_server else "kb", kb=kb) as sources:
+            results = _record_runs(rows, sources, out_dir, samples=samples,
+                                   concurrency=concurrency, config=cfg, quiet=json_out)
     except (ValueError, FileNotFoundError, ImportError, OSError) as e:
-        _fail(str(e))
-    finally:
-        if server is not None:
-            server.stop()
-    failed = [r for r in results if r.error]
-    summary = {"trajectories": len(results) - len(failed), "failed": len(failed),
-               "tasks": len(rows), "samples": samples, "store": str(out_dir),
-               "errors": [r.error for r in failed][:5]}
-    if json_out:
-        _print_json(summary)
-    else:
-        err.print(f"recorded {summary['trajectories']} trajectories of {len(rows)} tasks into "
-                  f"{out_dir}" + (f" ({len(failed)} failed: {failed[0].error})" if failed else ""),
-                  soft_wrap=True)
+        fail(str(e))
+    _report_record(results, len(rows), samples, out_dir, json_out)
 
 
 def _mount_training() -> None:

@@ -11,6 +11,8 @@ os.environ.pop("SLEUTH_ALLOW_HOSTS", None)
 
 import ipaddress  # noqa: E402
 import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -67,6 +69,28 @@ def shared_file(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not found (set SLEUTH_SHARED_DATA)")
     return path
+
+
+class Sleuth:
+    """The `sleuth` console script, run as a user runs it (a subprocess of this venv's script)."""
+
+    exe = str(Path(sys.executable).parent / "sleuth")
+
+    def __call__(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
+                 timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run `sleuth ARGS`; with `check`, a non-zero exit fails the test with its stderr."""
+        full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+        proc = subprocess.run([self.exe, *args], capture_output=True, text=True,
+                              timeout=timeout, env=full_env)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"sleuth {' '.join(args)} failed:\n{proc.stderr}")
+        return proc
+
+
+@pytest.fixture(scope="session")
+def sleuth() -> Sleuth:
+    """Run the `sleuth` command: `sleuth("world", "--json").stdout`; `sleuth.exe` is its path."""
+    return Sleuth()
 
 
 @pytest.fixture(scope="session")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+import tempfile
 
 import pytest
 from conftest import shared_file
 from scripted import ScriptedChatModel, default_reply, field
-from test_cli import run
 
-from graph import ResearchConfig
+from graph import ResearchConfig, TrajectoryStore
 from training.evaluate import evaluate, write
 
 
@@ -38,6 +39,8 @@ def test_scripted_eval_has_exactly_known_em(small_world, tmp_path):
     assert sum(v["n"] for v in run_["by_type"].values()) == 10
     assert run_["overall"]["searches"] >= 1 and run_["overall"]["format_rate"] == 1.0
     assert run_["trajectories_per_minute"] > 0 and run_["failed"] == []
+    stored = {t.id for t in TrajectoryStore(tmp_path / "runs")}
+    assert stored == {p["trajectory_id"] for p in run_["per_task"]} and len(stored) == 10
     json_path, png = write(result, tmp_path / "out" / "eval.json")
     assert json.loads(json_path.read_text())["runs"]["graph"]["overall"]["em"] == 0.5
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -68,15 +71,29 @@ def test_web_backend_goes_through_the_corpus_server(small_world, tmp_path):
     assert max(p["evidence_recall"] for p in per_task) > 0
 
 
-def test_cli_retrieval_baseline_and_bamboogle_error(small_world, tmp_path):
+def test_evaluate_keeps_no_temp_store_and_leaves_its_input_alone(small_world, tmp_path,
+                                                                   monkeypatch):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    tasks = [{k: v for k, v in t.items() if k != "id"} for t in small_world.tasks[:2]]
+    before = copy.deepcopy(tasks)
+    result = evaluate(tasks, model=ScriptedChatModel(), kb_root=tmp_path / "kbs",
+                      config=ResearchConfig(search_mode="fts", max_rounds=1))
+    assert tasks == before
+    assert [p["task_id"] for p in result["runs"]["graph"]["per_task"]] == ["q0", "q1"]
+    assert result["record"] is None and not list(tmp.glob("sleuth-eval-*"))
+
+
+def test_cli_retrieval_baseline_and_bamboogle_error(sleuth, small_world, tmp_path):
     _, tasks = small_world.write(tmp_path / "w")
-    proc = run("eval", str(tasks), "--mode", "retrieval", "--limit", "10",
+    proc = sleuth("eval", str(tasks), "--mode", "retrieval", "--limit", "10",
                "--out", str(tmp_path / "ret.json"))
     result = json.loads((tmp_path / "ret.json").read_text())
     assert set(result["runs"]) == {"retrieval-title", "retrieval-sentence"}
     assert "retrieval-title" in proc.stdout and (tmp_path / "ret.png").exists()
     bamboogle = shared_file("bamboogle_dev.jsonl")
-    proc = run("eval", str(bamboogle), "--out", str(tmp_path / "b.json"), check=False)
+    proc = sleuth("eval", str(bamboogle), "--out", str(tmp_path / "b.json"), check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "no documents" in proc.stderr and "search_url" in proc.stderr.replace("-", "_")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import torch
-from test_cli import run
 from test_models import fresh_logprobs
 
 from graph import TrajectoryStore
@@ -25,10 +24,10 @@ def check_recorded_tokens(smollm2, store_dir):
     return traj
 
 
-def test_ask_over_knowledge_base(smollm2, small_world, world_kb, tmp_path):
+def test_ask_over_knowledge_base(sleuth, smollm2, small_world, world_kb, tmp_path):
     task = small_world.tasks[1]
-    out = json.loads(run("ask", task["question"], "--kb", str(world_kb.path), "--max-rounds", "2",
-                         "--record", str(tmp_path / "runs"), "--json").stdout)
+    out = json.loads(sleuth("ask", task["question"], "--kb", str(world_kb.path), "--max-rounds", "2",
+                            "--record", str(tmp_path / "runs"), "--json").stdout)
     assert set(out) >= {"answer", "report", "citations", "stats", "trajectory_id"}
     assert out["stats"]["model_calls"] >= 3 and out["stats"]["searches"] >= 1
     retrieved = {c["doc_id"] for c in out["citations"]}
@@ -37,10 +36,10 @@ def test_ask_over_knowledge_base(smollm2, small_world, world_kb, tmp_path):
     assert traj.id == out["trajectory_id"] and traj.answer == out["answer"]
 
 
-def test_ask_over_the_corpus_server(smollm2, corpus_server, small_world, tmp_path):
+def test_ask_over_the_corpus_server(sleuth, smollm2, corpus_server, small_world, tmp_path):
     task = small_world.tasks[2]
-    proc = run("ask", task["question"], "--web", corpus_server.url, "--max-rounds", "1",
-               "--record", str(tmp_path / "runs"))
+    proc = sleuth("ask", task["question"], "--web", corpus_server.url, "--max-rounds", "1",
+                  "--record", str(tmp_path / "runs"))
     assert "Answer:" in proc.stdout and "plan" in proc.stderr and "search" in proc.stderr
     assert any(r.startswith("/doc/") for r in corpus_server.requests)  # pages were fetched
     traj = check_recorded_tokens(smollm2, tmp_path / "runs")

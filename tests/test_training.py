@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from test_cli import run
 
 from agents import LocalChatModel, load_chat_model
 from graph import ResearchConfig, TrajectoryStore, research_many
@@ -148,10 +147,10 @@ def test_sft_lowers_loss_on_kept_completions_and_offline_grpo_runs(smollm2, smal
     assert result["updates"][0]["trained_samples"] > 0 and (tmp_path / "offline" / "config.json").exists()
 
 
-def test_train_cli_errors():
-    proc = run("train", "sft", "--trajectories", "/no/such/store", "--output", "/tmp/x", check=False)
+def test_train_cli_errors(sleuth):
+    proc = sleuth("train", "sft", "--trajectories", "/no/such/store", "--output", "/tmp/x", check=False)
     assert proc.returncode != 0 and "sleuth record" in proc.stderr
-    proc = run("train", "grpo", "--output", "/tmp/x", check=False)
+    proc = sleuth("train", "grpo", "--output", "/tmp/x", check=False)
     assert proc.returncode != 0 and "--world-seed" in proc.stderr
 
 

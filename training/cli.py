@@ -1,7 +1,7 @@
-"""`sleuth eval` (and, later, `sleuth train`): joined to the `sleuth` app by `register`.
+"""`sleuth eval` and `sleuth train`: joined to the `sleuth` app by `register`.
 
-This module imports only typer and rich at import time, so mounting it costs nothing;
-the evaluation code (and torch) loads when a command runs.
+This module imports only typer, rich and graph/console.py at import time, so mounting it
+costs nothing; the evaluation code (and torch) loads when a command runs.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-err = Console(stderr=True)
-out = Console(width=None if sys.stdout.isatty() else 150)  # logs get the whole table
+from graph.console import err, out
+from graph.console import fail as _fail
 
 
 def _table(result: dict[str, Any]) -> Table:
@@ -43,6 +42,9 @@ def eval_command(
     samples: Annotated[int, typer.Option(help="Runs per task.")] = 1,
     backend: Annotated[str, typer.Option(help="kb (LanceDB) or web (corpus server / --search-url).")] = "kb",
     search_url: Annotated[str | None, typer.Option(help="SearXNG URL for tasks without docs.")] = None,
+    kb: Annotated[Path | None, typer.Option(
+        "--kb", help="Knowledge-base folder to search (built from the tasks' docs if absent; "
+        "default: a cache per corpus).")] = None,
     mode: Annotated[str, typer.Option(help="graph, retrieval (no model), oracle (gold evidence).")] = "graph",
     record: Annotated[Path | None, typer.Option(help="Keep the trajectories in this store.")] = None,
     max_rounds: Annotated[int, typer.Option(help="Research rounds.")] = 3,
@@ -56,19 +58,17 @@ def eval_command(
     from training.evaluate import evaluate, write
 
     if backend not in ("kb", "web") or mode not in ("graph", "retrieval", "oracle"):
-        err.print("[red]error:[/red] --backend is kb or web; --mode is graph, retrieval or oracle")
-        raise typer.Exit(1)
+        _fail("--backend is kb or web; --mode is graph, retrieval or oracle")
     try:
         cfg = ResearchConfig(model=model, max_rounds=max_rounds, temperature=temperature, seed=seed)
         with Progress(console=err) as progress:
             bar = progress.add_task(f"eval {mode}", total=None)
             result = evaluate(tasks, model=model, limit=limit, concurrency=concurrency,
                               samples=samples, backend=backend, search_url=search_url,  # type: ignore[arg-type]
-                              record=record, mode=mode, config=cfg,  # type: ignore[arg-type]
+                              kb=kb, record=record, mode=mode, config=cfg,  # type: ignore[arg-type]
                               progress=lambda r: progress.advance(bar))
     except (ValueError, FileNotFoundError, ImportError, OSError) as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        _fail(str(e))
     json_path, png = write(result, out_path)
     out.print(_table(result))
     err.print(f"wrote {json_path} and {png}", soft_wrap=True)
@@ -76,11 +76,6 @@ def eval_command(
 
 
 train_app = typer.Typer(help="Train a local policy on research trajectories.", no_args_is_help=True)
-
-
-def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
 
 
 @train_app.command("grpo")

@@ -1,35 +1,31 @@
 """Evaluation: run research over a task file and score every run.
 
-`evaluate(tasks)` builds the corpus of the tasks' documents as a knowledge base (cached by
-content hash under `$SLEUTH_HOME/eval-kb/`) or serves it with the corpus server
-(`backend="web"`), runs the research graph on every task (`samples` per task), and scores
-EM, F1, evidence recall, citation precision, format rate, searches, searches after a miss,
-model calls, tokens and seconds per task, overall and by task type. Two reference modes
-measure where answers are lost: `mode="retrieval"` (no model: the top passage's title, or its
-best sentence, is the answer) and `mode="oracle"` (the graph with a selector that hands the
-writer the gold passages only).
+`evaluate(tasks)` opens the tasks' corpus through `tools.corpora` (a knowledge base cached by
+content hash, an explicit `kb=` folder, or the corpus server with `backend="web"`), runs the
+research graph on every task (`samples` per task), and scores EM, F1, evidence recall,
+citation precision, format rate, searches, searches after a miss, model calls, tokens and
+seconds per task, overall and by task type. Two reference modes measure where answers are
+lost: `mode="retrieval"` (no model: the top passage's title, or its best sentence, is the
+answer) and `mode="oracle"` (the graph with a selector that hands the writer the gold
+passages only). Trajectories are kept only where `record=` names a store.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
-import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from agents.models import sleuth_home
 from graph.config import ResearchConfig
 from graph.run import ResearchResult, research_many
-from graph.trajectory import Gold
 from graph.store import TrajectoryStore
-from graph.trajectory import ToolStep, Trajectory
+from graph.trajectory import Gold, ToolStep, Trajectory
 from tools.chunking import split_sentences
-from tools.corpus_server import CorpusServer
+from tools.corpora import Sources, cached_kb, corpus_of, open_corpus
 from tools.documents import read_tasks
 from tools.knowledge import KnowledgeBase, Passage
 from tools.text import overlap
@@ -38,24 +34,8 @@ from training import rewards
 Mode = Literal["graph", "retrieval", "oracle"]
 METRICS = ("em", "f1", "evidence_recall", "citation_precision", "format_rate", "searches",
            "searches_after_miss", "model_calls", "tokens", "seconds")
-
-
-def corpus_of(tasks: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The de-duplicated union of the tasks' documents."""
-    return list({d["doc_id"]: d for t in tasks for d in t.get("docs") or []}.values())
-
-
-def cached_kb(docs: Sequence[dict[str, Any]], root: Path | None = None) -> KnowledgeBase:
-    """A knowledge base of these documents, built once per distinct corpus (content hash)."""
-    h = hashlib.sha256()
-    for d in sorted(docs, key=lambda d: d["doc_id"]):
-        h.update(f"{d['doc_id']}\x00{d.get('title', '')}\x00{d['text']}\x01".encode())
-    path = (root or sleuth_home() / "eval-kb") / h.hexdigest()[:16]
-    kb = KnowledgeBase(path)
-    if len(kb) == 0 or not (path / ".complete").exists():
-        kb.ingest(docs)
-        (path / ".complete").touch()
-    return kb
+RETRIEVAL_RUNS = ("retrieval-title", "retrieval-sentence")
+Progress = Callable[[ResearchResult], None]
 
 
 def score_trajectory(t: Trajectory, gold: Gold | None = None) -> dict[str, float]:
@@ -75,7 +55,7 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.fmean(r[k] for r in rows) for k in METRICS} if rows else {}
 
 
-def oracle_selector(tasks: Sequence[dict[str, Any]]) -> Callable[[dict[str, Any]], dict]:
+def oracle_selector(tasks: Sequence[Mapping[str, Any]]) -> Callable[[dict[str, Any]], dict]:
     """A selector that returns the gold passages of the question's task, whatever was found."""
     gold = {" ".join(t["question"].split()): [
         Passage(chunk_id=f"{d['doc_id']}#gold", doc_id=d["doc_id"], title=d.get("title", ""),
@@ -87,7 +67,7 @@ def oracle_selector(tasks: Sequence[dict[str, Any]]) -> Callable[[dict[str, Any]
     return select
 
 
-def retrieval_answers(kb: KnowledgeBase, task: dict[str, Any]) -> dict[str, Trajectory]:
+def retrieval_answers(kb: KnowledgeBase, task: Mapping[str, Any]) -> dict[str, Trajectory]:
     """The retrieval-only baselines: the top passage's title, and its best sentence."""
     t0 = time.perf_counter()
     hits = kb.search(task["question"], k=5)
@@ -100,77 +80,111 @@ def retrieval_answers(kb: KnowledgeBase, task: dict[str, Any]) -> dict[str, Traj
     seconds = time.perf_counter() - t0
     return {name: Trajectory(task_id=task["id"], question=task["question"], answer=answer,
                              steps=[step], gold=Gold.from_task(task), metrics={"seconds": seconds})
-            for name, answer in (("retrieval-title", top.title if top else ""),
-                                 ("retrieval-sentence", sentence))}
+            for name, answer in zip(RETRIEVAL_RUNS, (top.title if top else "", sentence),
+                                    strict=True)}
 
 
-def evaluate(tasks: str | Path | Sequence[dict[str, Any]], *, model: str | Any = "local:smollm2",
+# --------------------------------------------------------------------------- set-up
+
+
+def load_tasks(tasks: str | Path | Sequence[Mapping[str, Any]],
+               limit: int | None = None) -> list[dict[str, Any]]:
+    """The tasks to evaluate, as copies with an `id` each (`q<i>` where they have none)."""
+    rows = read_tasks(tasks, limit) if isinstance(tasks, str | Path) else list(tasks)[:limit]
+    if not rows:
+        raise ValueError("no tasks to evaluate")
+    return [{**t, "id": str(t.get("id") or f"q{i}")} for i, t in enumerate(rows)]
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def run_retrieval(rows: Sequence[Mapping[str, Any]],
+                  kb_root: Path | None = None) -> dict[str, list[Trajectory]]:
+    """The retrieval-only baselines over the cached knowledge base of the tasks' docs."""
+    kb = cached_kb(corpus_of(rows), kb_root)
+    runs: dict[str, list[Trajectory]] = {name: [] for name in RETRIEVAL_RUNS}
+    for task in rows:
+        for name, traj in retrieval_answers(kb, task).items():
+            runs[name].append(traj)
+    return runs
+
+
+def run_graph(rows: Sequence[Mapping[str, Any]], sources: Sources, *, mode: Mode = "graph",
+              model: str | Any = "local:smollm2", config: ResearchConfig | None = None,
+              samples: int = 1, concurrency: int = 4, record: str | Path | None = None,
+              progress: Progress | None = None) -> list[ResearchResult]:
+    """Research every task (`samples` each) over `sources`.
+
+    With `mode="oracle"` the selector hands the writer the gold passages only; with `record`
+    the trajectories are appended to that store.
+    """
+    store = TrajectoryStore(record) if record else None
+    selector = oracle_selector(rows) if mode == "oracle" else None
+    return research_many(rows, samples_per_task=samples, concurrency=concurrency, store=store,
+                         model=model, config=config, on_result=progress, selector=selector,
+                         **sources.as_kwargs())
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def aggregate(trajectories: Sequence[Trajectory], tasks: Mapping[str, Mapping[str, Any]],
+              wall: float) -> dict[str, Any]:
+    """Scores of one run: overall, by task type, per task, and trajectories per minute."""
+    scored = [(t, score_trajectory(t)) for t in trajectories]
+    by_type: dict[str, list[dict[str, float]]] = defaultdict(list)
+    for t, s in scored:
+        by_type[str(tasks.get(t.task_id or "", {}).get("type", ""))].append(s)
+    return {
+        "overall": _mean([s for _, s in scored]),
+        "by_type": {k: {**_mean(v), "n": len(v)} for k, v in sorted(by_type.items())},
+        "trajectories_per_minute": 60 * len(trajectories) / wall if wall else 0.0,
+        "per_task": [{"task_id": t.task_id, "type": tasks.get(t.task_id or "", {}).get("type"),
+                      "answer": t.answer, "gold": t.gold.answer if t.gold else None,
+                      "trajectory_id": t.id, **s} for t, s in scored]}
+
+
+def evaluate(tasks: str | Path | Sequence[Mapping[str, Any]], *, model: str | Any = "local:smollm2",
              limit: int | None = None, concurrency: int = 4, samples: int = 1,
              backend: Literal["kb", "web"] = "kb", search_url: str | None = None,
              record: str | Path | None = None, mode: Mode = "graph",
              config: ResearchConfig | None = None, kb_root: Path | None = None,
-             progress: Callable[[ResearchResult], None] | None = None) -> dict[str, Any]:
-    """Run and score; returns the JSON-ready result (overall, by type, per task)."""
-    rows = read_tasks(tasks, limit) if isinstance(tasks, str | Path) else list(tasks)[:limit]
-    if not rows:
-        raise ValueError("no tasks to evaluate")
-    for i, t in enumerate(rows):
-        t.setdefault("id", f"q{i}")
-    docs = corpus_of(rows)
-    if not docs and not (backend == "web" and search_url):
-        raise ValueError("these tasks carry no documents (Bamboogle ships none), so there is no "
-                         "corpus to search: use backend='web' with search_url= a "
-                         "SearXNG-compatible search endpoint")
-    if mode != "graph" and not docs:
+             kb: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Run and score; returns the JSON-ready result (overall, by type, per task).
+
+    The corpus comes from `tools.corpora.open_corpus` (`backend`, `kb`, `search_url`,
+    `kb_root`); trajectories are kept only in the store `record` names. The caller's task
+    dicts are not modified.
+    """
+    rows = load_tasks(tasks, limit)
+    if mode != "graph" and not corpus_of(rows):
         raise ValueError(f"mode={mode!r} needs the tasks' gold documents")
     cfg = config or ResearchConfig()
-    by_id = {t["id"]: t for t in rows}
     t0 = time.perf_counter()
-    server = None
-    try:
-        if mode == "retrieval":
-            kb = cached_kb(docs, kb_root)
-            runs = [(name, traj) for t in rows for name, traj in retrieval_answers(kb, t).items()]
-            trajectories = {name: [tr for n, tr in runs if n == name]
-                            for name in ("retrieval-title", "retrieval-sentence")}
-        else:
-            if backend == "web":
-                if docs:
-                    server = CorpusServer(docs).start()
-                sources: dict[str, Any] = {"web": server.url if server else search_url}
-            else:
-                sources = {"knowledge": cached_kb(docs, kb_root)}
-            store = TrajectoryStore(record or tempfile.mkdtemp(prefix="sleuth-eval-"))
-            results = research_many(rows, samples_per_task=samples, concurrency=concurrency,
-                                    store=store, model=model, config=cfg, on_result=progress,
-                                    selector=oracle_selector(rows) if mode == "oracle" else None,
-                                    **sources)
-            failed = [r for r in results if r.trajectory is None]
-            trajectories = {mode: [r.trajectory for r in results if r.trajectory is not None]}
-    finally:
-        if server is not None:
-            server.stop()
+    failed: list[str | None] = []
+    if mode == "retrieval":
+        runs = run_retrieval(rows, kb_root)
+    else:
+        with open_corpus(rows, backend=backend, kb=kb, search_url=search_url,
+                         root=kb_root) as sources:
+            results = run_graph(rows, sources, mode=mode, model=model, config=cfg,
+                                samples=samples, concurrency=concurrency, record=record,
+                                progress=progress)
+        runs = {mode: [r.trajectory for r in results if r.trajectory is not None]}
+        failed = [r.error for r in results if r.trajectory is None]
     wall = time.perf_counter() - t0
-    out: dict[str, Any] = {"tasks": str(tasks) if isinstance(tasks, str | Path) else "<list>",
-                           "n_tasks": len(rows), "samples": samples, "backend": backend,
-                           "model": model if isinstance(model, str) else type(model).__name__,
-                           "config": cfg.model_dump(), "wall_s": wall, "runs": {}}
-    for name, trajs in trajectories.items():
-        scored = [(t, score_trajectory(t)) for t in trajs]
-        by_type: dict[str, list[dict[str, float]]] = defaultdict(list)
-        for t, s in scored:
-            by_type[str(by_id.get(t.task_id or "", {}).get("type", ""))].append(s)
-        out["runs"][name] = {
-            "overall": _mean([s for _, s in scored]),
-            "by_type": {k: {**_mean(v), "n": len(v)} for k, v in sorted(by_type.items())},
-            "trajectories_per_minute": 60 * len(trajs) / wall if wall else 0.0,
-            "per_task": [{"task_id": t.task_id, "type": by_id.get(t.task_id or "", {}).get("type"),
-                          "answer": t.answer, "gold": t.gold.answer if t.gold else None,
-                          "trajectory_id": t.id, **s} for t, s in scored]}
+    by_id = {t["id"]: t for t in rows}
+    result: dict[str, Any] = {
+        "tasks": str(tasks) if isinstance(tasks, str | Path) else "<list>",
+        "n_tasks": len(rows), "samples": samples, "backend": backend,
+        "model": model if isinstance(model, str) else type(model).__name__,
+        "config": cfg.model_dump(), "wall_s": wall,
+        "runs": {name: aggregate(trajs, by_id, wall) for name, trajs in runs.items()}}
     if mode != "retrieval":
-        out["runs"][mode]["failed"] = [r.error for r in failed]
-        out["record"] = str(record) if record else None
-    return out
+        result["runs"][mode]["failed"] = failed
+        result["record"] = str(record) if record else None
+    return result
 
 
 def plot(result: dict[str, Any], path: str | Path) -> Path:
