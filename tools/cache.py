@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tools.errors import ReplayMiss, ToolError
-from tools.web import Page, SearchBackend, SearchHit, fetch_page
+from tools.types import Page, SearchBackend, SearchHit
+from tools.web import fetch_page
 
 CacheMode = Literal["off", "record", "replay"]
 MODES = ("off", "record", "replay")
