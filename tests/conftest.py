@@ -138,22 +138,34 @@ def smollm2():
 
 
 @pytest.fixture(scope="session")
-def tiny_model(smollm2):
-    """A randomly initialised 2-layer Llama with the SmolLM2 tokenizer: fast, not smart."""
+def make_tiny_policy(smollm2):
+    """A factory of randomly initialised 2-layer Llamas with the SmolLM2 tokenizer: fast, not
+    smart. `make_tiny_policy(seed=0, initializer_range=0.02)`; a larger `initializer_range`
+    peaks the logits (the toy-world tests use 0.3)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from agents import LocalChatModel
 
-    torch.manual_seed(0)
     tok = smollm2.tokenizer
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=4096, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
-    model = LlamaForCausalLM(cfg).eval()
-    return LocalChatModel(model=model, tokenizer=tok, model_name="tiny-llama",
-                          max_new_tokens=16)
+
+    def make(seed: int = 0, initializer_range: float = 0.02, **chat_kwargs) -> LocalChatModel:
+        torch.manual_seed(seed)
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                          max_position_embeddings=4096, eos_token_id=tok.eos_token_id,
+                          pad_token_id=tok.pad_token_id, tie_word_embeddings=True,
+                          initializer_range=initializer_range)
+        chat_kwargs.setdefault("model_name", "tiny-llama")
+        return LocalChatModel(model=LlamaForCausalLM(cfg).eval(), tokenizer=tok, **chat_kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model(make_tiny_policy):
+    """One tiny Llama (seed 0) shared by the session's tests."""
+    return make_tiny_policy(max_new_tokens=16)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,15 @@ from graph import ResearchConfig, TrajectoryStore, research_many
 from tools.embeddings import HashEmbedder
 from tools.knowledge import KnowledgeBase
 from training.data import build_samples
-from training.grpo import completion_logps, grpo_config, policy_loss, train_grpo, train_grpo_offline
+from training.grpo import (
+    ResearchGRPOTrainer,
+    completion_logps,
+    grpo_config,
+    policy_loss,
+    train_grpo,
+    train_grpo_offline,
+)
+from training.policy import load_policy, lora_config, save_policy, save_weights
 from training.sft import train_sft
 
 TOY = ResearchConfig(search_mode="fts", max_rounds=1, max_attempts=1, max_new_tokens=1)
@@ -24,18 +32,10 @@ def even_first_tokens(trajectory, task=None):
     return sum(i % 2 == 0 for i in firsts) / max(1, len(firsts))
 
 
-def toy_policy(smollm2, seed: int = 0) -> LocalChatModel:
-    """A fresh random 2-layer Llama with the SmolLM2 tokenizer and peaked logits."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    tok = smollm2.tokenizer
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=4096, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id, tie_word_embeddings=True,
-                      initializer_range=0.3)
-    return LocalChatModel(model=LlamaForCausalLM(cfg).eval(), tokenizer=tok, model_name="toy")
+@pytest.fixture
+def toy_policy(make_tiny_policy):
+    """Fresh random 2-layer Llamas with the SmolLM2 tokenizer and peaked logits: toy_policy(seed)."""
+    return lambda seed=0: make_tiny_policy(seed, initializer_range=0.3, model_name="toy")
 
 
 @pytest.fixture
@@ -68,8 +68,8 @@ def test_gradient_scales_with_group_advantage_and_masked_tokens_get_none():
     assert logps.grad[0, 0] == 0 and logps.grad[0, 1] != 0 and stats["clip_ratio"] > 0
 
 
-def test_grpo_raises_the_reward_on_a_toy_world(smollm2, small_world, toy_kb, tmp_path):
-    policy = toy_policy(smollm2)
+def test_grpo_raises_the_reward_on_a_toy_world(toy_policy, small_world, toy_kb, tmp_path):
+    policy = toy_policy()
     rows = []
     args = grpo_config(tmp_path / "run", learning_rate=5e-3, max_steps=8, save_steps=4,
                        temperature=0.3, seed=0)
@@ -89,16 +89,16 @@ def test_grpo_raises_the_reward_on_a_toy_world(smollm2, small_world, toy_kb, tmp
     assert isinstance(trained, LocalChatModel)
 
 
-def test_grpo_resumes_from_its_last_checkpoint(smollm2, small_world, toy_kb, tmp_path):
+def test_grpo_resumes_from_its_last_checkpoint(toy_policy, small_world, toy_kb, tmp_path):
     out = tmp_path / "run"
-    common = dict(model=toy_policy(smollm2), output_dir=out, reward=even_first_tokens,
+    common = dict(model=toy_policy(), output_dir=out, reward=even_first_tokens,
                   knowledge=toy_kb, group_size=2, batch_tasks=1, research=TOY)
     # Three steps, checkpoint at 2: step 3 is logged but lost, as in a crash before step 4.
     train_grpo(small_world.tasks[:2], args=grpo_config(out, max_steps=3, save_steps=2,
                                                         learning_rate=1e-3, temperature=0.3),
                **common)
     rows = []
-    common["model"] = toy_policy(smollm2, seed=1)  # a "restarted process": fresh weights
+    common["model"] = toy_policy(seed=1)  # a "restarted process": fresh weights
     train_grpo(small_world.tasks[:2], resume=True, on_step=rows.append,
                args=grpo_config(out, max_steps=3, save_steps=2, learning_rate=1e-3,
                                 temperature=0.3), **common)
@@ -109,9 +109,9 @@ def test_grpo_resumes_from_its_last_checkpoint(smollm2, small_world, toy_kb, tmp
     assert ckpt["optimizer"]["state"]  # the optimiser state was saved and restored
 
 
-def test_lora_grpo_saves_adapter_and_merged_model(smollm2, small_world, toy_kb, tmp_path):
+def test_lora_grpo_saves_adapter_and_merged_model(toy_policy, small_world, toy_kb, tmp_path):
     out = tmp_path / "lora"
-    train_grpo(small_world.tasks[:1], model=toy_policy(smollm2), output_dir=out, lora=True,
+    train_grpo(small_world.tasks[:1], model=toy_policy(), output_dir=out, lora=True,
                lora_r=4, reward=even_first_tokens, knowledge=toy_kb, group_size=2,
                batch_tasks=1, research=TOY,
                args=grpo_config(out, max_steps=1, save_steps=0, learning_rate=1e-3, beta=0.05,
@@ -120,9 +120,83 @@ def test_lora_grpo_saves_adapter_and_merged_model(smollm2, small_world, toy_kb, 
     assert not (out / "adapter_config.json").exists()  # the top folder is a plain merged model
 
 
-def test_sft_lowers_loss_on_kept_completions_and_offline_grpo_runs(smollm2, small_world,
+def test_grpo_leaves_the_config_it_is_given_unchanged(toy_policy, small_world, toy_kb, tmp_path):
+    args = grpo_config(tmp_path / "elsewhere", max_steps=5, learning_rate=1e-3, temperature=0.3)
+    rows = []
+    train_grpo(small_world.tasks[:1], model=toy_policy(), output_dir=tmp_path / "run", steps=1,
+               group_size=2, batch_tasks=1, reward=even_first_tokens, knowledge=toy_kb,
+               research=TOY, args=args, on_step=rows.append)
+    assert [r["rollouts"] for r in rows] == [2]  # one step of one task x 2 rollouts ran...
+    assert (tmp_path / "run" / "metrics.jsonl").exists()  # ...into the output_dir given
+    assert (args.max_steps, args.num_generations, args.per_device_train_batch_size,
+            args.output_dir) == (5, 4, 8, str(tmp_path / "elsewhere"))  # ...on a copy of args
+
+
+def test_a_step_trains_whole_groups(toy_policy, small_world, tmp_path):
+    with pytest.raises(ValueError, match=r"per_device_train_batch_size \(6\) must be a multiple "
+                                         r"of num_generations \(4"):
+        grpo_config(tmp_path, per_device_train_batch_size=6, num_generations=4)
+    # TRL accepts this one (its generation batch, 2 x 2 accumulation steps, holds 4)
+    from trl import GRPOConfig
+
+    args = GRPOConfig(str(tmp_path), use_cpu=True, bf16=False, report_to="none",
+                      num_generations=4, per_device_train_batch_size=2,
+                      gradient_accumulation_steps=2)
+    with pytest.raises(ValueError, match="must be a multiple of num_generations"):
+        ResearchGRPOTrainer(toy_policy(), None, args, small_world.tasks[:1])
+
+
+def test_api_models_are_refused_for_training(small_world, tmp_path):
+    for spec in ("openai:gpt-4o-mini", "ollama:llama3"):
+        with pytest.raises(ValueError, match="training needs a local model: local:smollm2, "
+                                             "local:smollm2-sleuth or hf:<folder>"):
+            load_policy(spec)
+    with pytest.raises(ValueError, match="training needs a local model"):
+        train_sft([], model="openai:gpt-4o-mini", output_dir=tmp_path / "sft")
+
+
+def _lora_state(model) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def test_a_saved_lora_policy_loads_back_merged_or_to_train_on(toy_policy, tmp_path, monkeypatch):
+    """Fast twin of the shipped-adapter test: the tiny model as the `local:` base."""
+    from safetensors.torch import load_file
+
+    import agents.models
+
+    home = tmp_path / "home"
+    save_weights(toy_policy(), home / "models" / "smollm2-135m-instruct")  # the base
+    chat = load_policy(toy_policy(), peft_config=lora_config(4))
+    with torch.no_grad():  # a trained adapter: B = 0 would merge to the base unchanged
+        for name, p in chat.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)
+    save_policy(chat, tmp_path / "saved")
+    adapter = load_file(tmp_path / "saved" / "adapter" / "adapter_model.safetensors")
+    base = toy_policy().model.state_dict()
+    loaded = load_policy(f"hf:{tmp_path / 'saved'}")
+    assert loaded.model.dtype == torch.float32 or torch.cuda.is_available()
+    weights = loaded.model.state_dict()
+    changed = [k for k in base if not torch.equal(base[k], weights[k])]
+    assert changed  # the adapter was merged into the saved weights
+    # the shipped-adapter spec, with the tiny base and this adapter
+    monkeypatch.setenv("SLEUTH_HOME", str(home))
+    monkeypatch.setattr(agents.models, "SLEUTH_ADAPTER", tmp_path / "saved" / "adapter")
+    again = load_policy("local:smollm2-sleuth", peft_config=lora_config(4))
+    state = _lora_state(again.model)
+    assert state.keys() == adapter.keys() and all(torch.equal(state[k], adapter[k]) for k in state)
+    assert all(p.requires_grad for n, p in again.model.named_parameters() if "lora_" in n)
+    plain = load_policy("local:smollm2-sleuth")  # no LoRA asked: the adapter is merged
+    assert not hasattr(plain.model, "peft_config")
+    assert all(torch.allclose(plain.model.state_dict()[k], weights[k], atol=1e-6) for k in weights)
+
+
+def test_sft_lowers_loss_on_kept_completions_and_offline_grpo_runs(toy_policy, small_world,
                                                                     toy_kb, tmp_path):
-    policy = toy_policy(smollm2)
+    policy = toy_policy()
     store = TrajectoryStore(tmp_path / "runs")
     research_many(small_world.tasks[:2], samples_per_task=4, model=policy, knowledge=toy_kb,
                   store=store, config=TOY.model_copy(update={"max_new_tokens": 6, "seed": 3,
@@ -140,7 +214,7 @@ def test_sft_lowers_loss_on_kept_completions_and_offline_grpo_runs(smollm2, smal
     assert stats["samples"] == len(kept) and stats["last_loss"] < stats["first_loss"]
     assert nll() < before
     assert (tmp_path / "sft" / "config.json").exists()
-    result = train_grpo_offline(list(store), model=toy_policy(smollm2), reward=even_first_tokens,
+    result = train_grpo_offline(list(store), model=toy_policy(), reward=even_first_tokens,
                                 output_dir=tmp_path / "offline",
                                 args=grpo_config(tmp_path / "offline", learning_rate=1e-3,
                                                  temperature=1.0))
@@ -165,7 +239,22 @@ def test_real_smollm2_lora_grpo_step(smollm2, small_world, world_kb, tmp_path):
     assert rows and rows[0]["rollouts"] == 2 and (out / "adapter").exists()
 
 
-def test_sft_learns_from_a_model_that_records_no_token_ids(smollm2, small_world, toy_kb, tmp_path):
+@pytest.mark.slow
+def test_smollm2_sleuth_continues_training_its_shipped_adapter():
+    from safetensors.torch import load_file
+
+    from agents.models import SLEUTH_ADAPTER
+
+    shipped = load_file(SLEUTH_ADAPTER / "adapter_model.safetensors")
+    chat = load_policy("local:smollm2-sleuth", peft_config=lora_config(16))
+    state = _lora_state(chat.model)
+    assert state.keys() == shipped.keys()
+    assert all(torch.equal(state[k], shipped[k]) for k in state)  # continued, not restarted
+    trainable = [n for n, p in chat.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)  # one adapter, the only thing trained
+
+
+def test_sft_learns_from_a_model_that_records_no_token_ids(toy_policy, small_world, toy_kb, tmp_path):
     """An API model (here: scripted) records text only; SFT tokenises it for the student."""
     from scripted import ScriptedChatModel
 
@@ -173,11 +262,11 @@ def test_sft_learns_from_a_model_that_records_no_token_ids(smollm2, small_world,
     research_many(small_world.tasks[:2], model=ScriptedChatModel(), knowledge=toy_kb,
                   store=store, config=ResearchConfig(search_mode="fts", max_rounds=1))
     assert all(s.completion_token_ids is None for t in store for s in t.model_steps)
-    stats = train_sft(store, model=toy_policy(smollm2), reward=lambda t, task=None: 1.0,
+    stats = train_sft(store, model=toy_policy(), reward=lambda t, task=None: 1.0,
                       min_reward=0.5, output_dir=tmp_path / "student", max_steps=2,
                       learning_rate=1e-3)
     assert stats["samples"] == sum(len(t.model_steps) for t in store)
-    budget = train_sft(store, model=toy_policy(smollm2), reward=lambda t, task=None: 1.0,
+    budget = train_sft(store, model=toy_policy(), reward=lambda t, task=None: 1.0,
                        min_reward=0.5, output_dir=tmp_path / "budget", max_steps=5,
                        time_budget_s=1e-3)
     assert budget["steps"] == 1  # the wall-clock budget stops training after its first step

@@ -76,6 +76,7 @@ def eval_command(
 
 
 train_app = typer.Typer(help="Train a local policy on research trajectories.", no_args_is_help=True)
+MODEL_HELP = "local:smollm2, local:smollm2-sleuth (continues its adapter with --lora) or hf:<folder>."
 
 
 @train_app.command("grpo")
@@ -84,11 +85,12 @@ def grpo_command(
     tasks: Annotated[Path | None, typer.Option("--tasks", help="Task JSONL to train on.")] = None,
     world_seed: Annotated[int | None, typer.Option("--world-seed", help="Train on world N.")] = None,
     world_tasks: Annotated[int, typer.Option(help="Tasks in the generated world.")] = 200,
-    model: Annotated[str, typer.Option(help="local:smollm2 or hf:<folder>.")] = "local:smollm2",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "local:smollm2",
     lora: Annotated[bool, typer.Option(help="Train a LoRA adapter (PEFT).")] = False,
-    steps: Annotated[int, typer.Option(help="GRPO steps.")] = 20,
-    group_size: Annotated[int, typer.Option(help="Rollouts per task (G).")] = 4,
-    batch_tasks: Annotated[int, typer.Option(help="Tasks per step (B).")] = 2,
+    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 16,
+    steps: Annotated[int, typer.Option(help="GRPO steps (max_steps).")] = 20,
+    group_size: Annotated[int, typer.Option(help="Rollouts per task (G, num_generations).")] = 4,
+    batch_tasks: Annotated[int, typer.Option(help="Tasks per step (B; batch = B x G rollouts).")] = 2,
     learning_rate: Annotated[float | None, typer.Option(help="Default 5e-6 (2e-4 with --lora).")] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature of rollouts.")] = 1.0,
     beta: Annotated[float, typer.Option(help="KL coefficient to the start policy.")] = 0.0,
@@ -105,24 +107,29 @@ def grpo_command(
     from graph.config import ResearchConfig
     from tools.documents import read_tasks
     from tools.worlds import generate_world
-    from training.grpo import grpo_config, train_grpo
+    from training.grpo import ResearchGRPOTrainer, grpo_config
+    from training.policy import lora_config
 
     if (tasks is None) == (world_seed is None):
         _fail("choose the training tasks: --tasks FILE or --world-seed N")
     try:
         rows = read_tasks(tasks) if tasks else generate_world(world_seed or 0, world_tasks).tasks
-        args = grpo_config(output, max_steps=steps, save_steps=save_steps, seed=seed,
-                           learning_rate=learning_rate or (2e-4 if lora else 5e-6),
-                           temperature=temperature, beta=beta, num_iterations=iterations)
+        args = grpo_config(output, lora=lora, max_steps=steps, save_steps=save_steps, seed=seed,
+                           num_generations=group_size,
+                           per_device_train_batch_size=batch_tasks * group_size,
+                           temperature=temperature, beta=beta, num_iterations=iterations,
+                           **({"learning_rate": learning_rate} if learning_rate else {}))
         with Progress(console=err) as progress:
             bar = progress.add_task("grpo", total=steps)
 
             def show(row: dict[str, Any]) -> None:
                 progress.update(bar, completed=row["step"], description=(
                     f"grpo reward {row['reward/reward']:.3f} em {row['em']:.2f}"))
-            train_grpo(rows, model=model, output_dir=output, group_size=group_size,
-                       batch_tasks=batch_tasks, lora=lora, per_role=per_role, resume=resume,
-                       research=ResearchConfig(max_rounds=max_rounds), args=args, on_step=show)
+            trainer = ResearchGRPOTrainer(model, None, args, rows, per_role=per_role,
+                                          peft_config=lora_config(lora_r) if lora else None,
+                                          research=ResearchConfig(max_rounds=max_rounds),
+                                          on_step=show)
+            trainer.train(resume_from_checkpoint=resume)
     except (ValueError, FileNotFoundError, ImportError, OSError) as e:
         _fail(str(e))
     err.print(f"trained policy in {output} (use --model hf:{output}); metrics in "
@@ -133,22 +140,24 @@ def grpo_command(
 def sft_command(
     trajectories: Annotated[Path, typer.Option("--trajectories", help="Trajectory store folder.")],
     output: Annotated[Path, typer.Option("--output", help="Output folder.")],
-    model: Annotated[str, typer.Option(help="local:smollm2 or hf:<folder>.")] = "local:smollm2",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "local:smollm2",
     min_reward: Annotated[float, typer.Option(help="Keep trajectories with F1 >= this.")] = 0.5,
     lora: Annotated[bool, typer.Option(help="Train a LoRA adapter (PEFT).")] = False,
+    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 16,
     epochs: Annotated[float, typer.Option(help="Epochs over the kept completions.")] = 1.0,
     learning_rate: Annotated[float | None, typer.Option(help="Default 2e-5 (2e-4 with --lora).")] = None,
 ) -> None:
     """Rejection-sampling fine-tuning on recorded trajectories (completion tokens only)."""
     from graph.store import TrajectoryStore
+    from training.policy import lora_config
     from training.sft import train_sft
 
     if not (trajectories / "trajectories.jsonl").exists():
         _fail(f"no trajectory store at {trajectories} (record one with `sleuth record`)")
     try:
         stats = train_sft(TrajectoryStore(trajectories), output_dir=output, model=model,
-                          min_reward=min_reward, lora=lora, epochs=epochs,
-                          learning_rate=learning_rate)
+                          min_reward=min_reward, epochs=epochs, learning_rate=learning_rate,
+                          peft_config=lora_config(lora_r) if lora else None)
     except (ValueError, FileNotFoundError, ImportError, OSError) as e:
         _fail(str(e))
     err.print(f"trained on {stats['samples']} completions of {stats['trajectories']} "

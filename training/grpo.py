@@ -1,11 +1,17 @@
 """Trajectory-level GRPO: learn the research agents' behaviour from group-relative rewards.
 
-Each step draws `batch_tasks` tasks, runs `group_size` research rollouts per task through
-the same LangGraph research graph with the current policy (a `LocalChatModel` sharing the
-trainer's live weights, its calls batched), scores them with a `Reward`, normalises the
+`ResearchGRPOTrainer(model, reward, args, train_dataset=tasks)` trains in TRL's idiom. Each
+step draws tasks, runs `args.num_generations` research rollouts per task through the same
+LangGraph research graph with the current policy (a `LocalChatModel` sharing the trainer's
+live weights, its calls batched), scores each rollout once with a `Reward`, normalises the
 rewards within each task's group (optionally per role), and takes a clipped policy-gradient
 step over the completion tokens of every model call, against the logprobs recorded when the
 tokens were sampled. Prompts, tool outputs and retrieved text never carry loss.
+
+The batch is TRL's: `args.per_device_train_batch_size` counts completions, here whole
+research rollouts, so a step draws `per_device_train_batch_size // num_generations` tasks
+(it must divide). `args.max_steps` steps, checkpoints every `args.save_steps` into
+`args.output_dir`, LoRA through `peft_config`; the `GRPOConfig` passed in is never changed.
 
 What comes from TRL, and why not its trainer: the hyperparameters are TRL's `GRPOConfig`
 (learning rate, `epsilon`/`epsilon_high` clipping, `beta` KL, `loss_type`, `num_iterations`,
@@ -15,42 +21,85 @@ log-probabilities use TRL's `selective_log_softmax`. `GRPOTrainer` itself genera
 completion per prompt and buffers generation batches of fixed shape; a research rollout is
 several model calls with different prompts, roles and lengths, so the rollout and the step
 are ours (with `rollout_func`, TRL would see one prompt/completion pair per rollout and lose
-the per-call structure). LoRA comes from PEFT, optimiser and schedule from torch/transformers.
+the per-call structure). LoRA comes from PEFT, optimiser and schedule from torch/transformers,
+the policy from `training.policy`, the knowledge to search from `tools.corpora`.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import random
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from trl import GRPOConfig
 from trl.trainer.utils import selective_log_softmax
 
-from agents.models import LocalChatModel, smollm2_folder
+from agents.models import LocalChatModel
 from graph.config import ResearchConfig
 from graph.run import research_many
 from graph.trajectory import Trajectory
+from tools.corpora import Sources, open_corpus
 from training import rewards
 from training.data import Sample, build_samples
+from training.policy import (
+    is_peft,
+    load_policy,
+    peft_config_from,
+    restore_weights,
+    save_policy,
+    save_weights,
+    trainable_parameters,
+)
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
+
+LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
+LEARNING_RATE = {False: 5e-6, True: 2e-4}  # full fine-tune, LoRA
 
 
-def grpo_config(output_dir: str | Path, **overrides: Any) -> GRPOConfig:
-    """TRL's GRPOConfig with CPU-friendly defaults (fp32, no gradient checkpointing)."""
+def grpo_config(output_dir: str | Path, *, lora: bool = False, **overrides: Any) -> GRPOConfig:
+    """TRL's GRPOConfig with CPU-friendly defaults (fp32, no gradient checkpointing).
+
+    A step is 2 tasks x 4 rollouts (`per_device_train_batch_size=8`, `num_generations=4`);
+    the learning rate defaults to 5e-6, or 2e-4 for a LoRA adapter (`lora=True`).
+    """
     values = {"output_dir": str(output_dir), "use_cpu": True, "bf16": False, "report_to": "none",
-              "learning_rate": 5e-6, "num_generations": 4, "per_device_train_batch_size": 4,
-              "temperature": 1.0, "epsilon": 0.2, "beta": 0.0, "loss_type": "dapo",
-              "num_iterations": 1, "max_grad_norm": 1.0, "save_steps": 10, "max_steps": 20,
-              "seed": 0, "logging_steps": 1}
+              "learning_rate": LEARNING_RATE[lora], "num_generations": 4,
+              "per_device_train_batch_size": 8, "temperature": 1.0, "epsilon": 0.2, "beta": 0.0,
+              "loss_type": "dapo", "num_iterations": 1, "max_grad_norm": 1.0, "save_steps": 10,
+              "max_steps": 20, "seed": 0, "logging_steps": 1}
     values.update(overrides)
+    tasks_per_step(values["per_device_train_batch_size"], values["num_generations"])
     return GRPOConfig(**values)
+
+
+def tasks_per_step(batch_size: int, num_generations: int) -> int:
+    """Tasks drawn per step: TRL's batch counts completions (here: research rollouts), and
+    each task gets `num_generations` of them, so the batch must be a multiple of it."""
+    if num_generations < 2:
+        raise ValueError(f"num_generations must be at least 2, not {num_generations}: GRPO "
+                         "compares the rollouts of one task with each other")
+    if batch_size % num_generations:
+        raise ValueError(f"per_device_train_batch_size ({batch_size}) must be a multiple of "
+                         f"num_generations ({num_generations}): each step trains whole groups "
+                         "of num_generations rollouts of one task")
+    return batch_size // num_generations
+
+
+def with_changes(args: GRPOConfig, **changes: Any) -> GRPOConfig:
+    """A copy of `args` with `changes` (the original is untouched). TRL derives the
+    generation batch from the train batch; it is derived again for the copy."""
+    return dataclasses.replace(args, generation_batch_size=None, **changes)
 
 
 # --------------------------------------------------------------------------- the loss
@@ -92,23 +141,64 @@ def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.
     return loss, stats
 
 
+def _device(model: Any) -> torch.device:
+    return getattr(model, "device", None) or torch.device("cpu")
+
+
 def completion_logps(model: Any, sample: Sample, temperature: float) -> torch.Tensor:
     """Log-probabilities of a sample's completion tokens under the model (at temperature T)."""
-    ids = torch.tensor([sample.prompt_ids + sample.completion_ids])
+    device = _device(model)
+    ids = torch.tensor([sample.prompt_ids + sample.completion_ids], device=device)
     n = len(sample.completion_ids)
-    logits = model(input_ids=ids, logits_to_keep=n + 1).logits[0, :-1, :]
+    logits = model(input_ids=ids, logits_to_keep=n + 1).logits[0, :-1, :].float()
     return selective_log_softmax(logits / (temperature if temperature > 0 else 1.0),
-                                 torch.tensor(sample.completion_ids).unsqueeze(0)[0])
+                                 torch.tensor(sample.completion_ids, device=device))
 
 
-def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(r.numel() for r in rows)
-    out = torch.zeros((len(rows), width), dtype=rows[0].dtype)
-    mask = torch.zeros((len(rows), width))
-    for i, r in enumerate(rows):
-        out[i, : r.numel()] = r
-        mask[i, : r.numel()] = 1
-    return out, mask
+def _sample_loss(model: Any, sample: Sample, ref_logps: torch.Tensor | None,
+                 args: GRPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """`policy_loss` of one sample (one row: no padding), as its loss type aggregates a row."""
+    logps = completion_logps(model, sample, args.temperature).unsqueeze(0)
+    old = torch.tensor([sample.logprobs], device=logps.device, dtype=logps.dtype)
+    adv = torch.tensor([sample.advantage], device=logps.device, dtype=logps.dtype)
+    eps_high = args.epsilon_high if args.epsilon_high is not None else args.epsilon
+    return policy_loss(logps, old, adv, torch.ones_like(old), epsilon_low=args.epsilon,
+                       epsilon_high=eps_high, ref_logps=ref_logps, beta=args.beta,
+                       loss_type="grpo" if args.loss_type == "grpo" else "bnpo")
+
+
+def _loss_weight(args: GRPOConfig, tokens: int, samples: Sequence[Sample]) -> float:
+    """The weight of one sample's loss so that the accumulated sum is the batch loss."""
+    if args.loss_type == "grpo":
+        return 1.0 / len(samples)
+    if args.loss_type == "dr_grpo":
+        width = args.max_completion_length or max(len(s.completion_ids) for s in samples)
+        return tokens / (len(samples) * width)
+    return tokens / sum(len(s.completion_ids) for s in samples)
+
+
+def _optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    samples: Sequence[Sample], refs: Sequence[torch.Tensor | None],
+                    args: GRPOConfig, scheduler: Any) -> dict[str, float]:
+    """One optimiser step on the batch loss, accumulated one sample at a time."""
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum, clip_sum, kl_sum = 0.0, 0.0, 0.0
+    for sample, ref in zip(samples, refs, strict=True):
+        loss, stats = _sample_loss(model, sample, ref, args)
+        n = len(sample.completion_ids)
+        weight = _loss_weight(args, n, samples)
+        (loss * weight).backward()
+        loss_sum += float(loss.detach()) * weight
+        clip_sum += stats["clip_ratio"] * n
+        kl_sum += stats["kl"] * n
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        [p for p in model.parameters() if p.requires_grad], args.max_grad_norm)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    tokens = sum(len(s.completion_ids) for s in samples)
+    return {"loss": loss_sum, "clip_ratio": clip_sum / tokens, "kl": kl_sum / tokens,
+            "grad_norm": float(grad_norm), "trained_samples": len(samples)}
 
 
 def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, samples: Sequence[Sample],
@@ -121,66 +211,23 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, samples: Se
     `policy_loss` does. Also the path for stored groups of the same policy: the recorded
     logprobs are the importance-ratio denominators.
     """
-    active = [s for s in samples if s.advantage != 0.0 or (args.beta and ref_model is not None)]
+    kl = bool(args.beta) and ref_model is not None
+    active = [s for s in samples if s.advantage != 0.0 or kl]
     if not active:
         return {"loss": 0.0, "clip_ratio": 0.0, "kl": 0.0, "trained_samples": 0}
-    temperature = args.temperature
-    old = _pad([torch.tensor(s.logprobs) for s in active])[0]
-    adv = torch.tensor([s.advantage for s in active])
-    ref = None
-    if args.beta and ref_model is not None:
-        with torch.no_grad():
-            ref = _pad([completion_logps(ref_model, s, temperature) for s in active])[0]
-    eps_low, eps_high = args.epsilon, args.epsilon_high if args.epsilon_high is not None else args.epsilon
-    total_tokens = sum(len(s.completion_ids) for s in active)
-    width = old.size(1)
-    stats: dict[str, float] = {}
+    with torch.no_grad():
+        refs = [completion_logps(ref_model, s, args.temperature).unsqueeze(0) if kl else None
+                for s in active]
     model.train()
-    for _ in range(max(1, args.num_iterations)):
-        optimizer.zero_grad(set_to_none=True)
-        loss_sum, clip_sum, kl_sum = 0.0, 0.0, 0.0
-        for i, s in enumerate(active):
-            lp = completion_logps(model, s, temperature)
-            n = lp.numel()
-            row_mask = torch.zeros(1, width)
-            row = torch.cat([lp.unsqueeze(0), torch.zeros(1, width - n)], dim=1)
-            row_mask[0, :n] = 1
-            loss, st = policy_loss(row, old[i:i + 1], adv[i:i + 1], row_mask,
-                                   epsilon_low=eps_low, epsilon_high=eps_high,
-                                   loss_type="grpo" if args.loss_type == "grpo" else "bnpo",
-                                   ref_logps=None if ref is None else ref[i:i + 1], beta=args.beta)
-            # re-weight one sample's loss so the accumulated sum equals the batch loss
-            if args.loss_type == "grpo":
-                weight = 1.0 / len(active)
-            elif args.loss_type == "dr_grpo":
-                weight = n / (len(active) * (args.max_completion_length or width))
-            else:
-                weight = n / total_tokens
-            (loss * weight).backward()
-            loss_sum += float(loss.detach()) * weight
-            clip_sum += st["clip_ratio"] * n
-            kl_sum += st["kl"] * n
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], args.max_grad_norm)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        stats = {"loss": loss_sum, "clip_ratio": clip_sum / total_tokens,
-                 "kl": kl_sum / total_tokens, "grad_norm": float(grad_norm),
-                 "trained_samples": len(active)}
-    model.eval()
+    try:
+        for _ in range(max(1, args.num_iterations)):
+            stats = _optimizer_step(model, optimizer, active, refs, args, scheduler)
+    finally:
+        model.eval()
     return stats
 
 
-# --------------------------------------------------------------------------- the loop
-
-
-@dataclass
-class GRPOState:
-    """What a checkpoint holds besides the weights."""
-
-    step: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
+# --------------------------------------------------------------------------- the trainer
 
 
 class _AdapterOff:
@@ -189,38 +236,36 @@ class _AdapterOff:
     def __init__(self, model: Any):
         self.model = model
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
     def __call__(self, **kwargs: Any) -> Any:
         with self.model.disable_adapter():
             return self.model(**kwargs)
 
 
-def _policy(model: str | LocalChatModel, lora: bool, lora_r: int) -> LocalChatModel:
-    """A fresh, trainable policy (never the process-wide cached model)."""
-    if isinstance(model, LocalChatModel):
-        chat = model
-    else:
-        if model.startswith("local:"):
-            path = smollm2_folder() if model == "local:smollm2" else None
-            if path is None:
-                raise ValueError(f"unknown local model {model!r}")
-        elif model.startswith("hf:"):
-            path = Path(model[3:])
-        else:
-            raise ValueError(f"GRPO trains local models (local:smollm2 or hf:<folder>), not {model!r}")
-        chat = LocalChatModel.from_pretrained(path, model_name=f"policy:{Path(str(path)).name}")
-    if lora and not hasattr(chat.model, "peft_config"):
-        from peft import LoraConfig, get_peft_model
-
-        chat.model = get_peft_model(chat.model, LoraConfig(
-            r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0, target_modules="all-linear",
-            task_type="CAUSAL_LM"))
-        chat.close()  # the decoder must see the wrapped model
-    return chat
+def reference_model(model: Any) -> Any:
+    """The start policy, frozen, for the KL term: a new LoRA adapter (all B = 0) is the
+    identity, so the model with its adapter off; otherwise a frozen copy."""
+    if is_peft(model) and all(not p.any() for n, p in model.named_parameters() if "lora_B" in n):
+        return _AdapterOff(model)
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
 
 
-def step_metrics(trajectories: Sequence[Trajectory], scores: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Means over one step's rollouts: reward, its components, EM, searches, format, tokens."""
+def _scores(t: Trajectory) -> dict[str, float]:
+    """A scored trajectory's reward components and total, as a store records them."""
+    return {**t.metrics.get("reward_components", {}), "reward": t.metrics["reward"]}
+
+
+def step_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
+    """Means over one step's scored rollouts: reward, its components, EM, searches, format,
+    tokens."""
     n = max(1, len(trajectories))
+    scores = [_scores(t) for t in trajectories]
     out = {f"reward/{k}": sum(s[k] for s in scores) / n for k in scores[0]} if scores else {}
     out.update({
         "em": sum(rewards.exact_match(t) for t in trajectories) / n,
@@ -233,41 +278,212 @@ def step_metrics(trajectories: Sequence[Trajectory], scores: Sequence[dict[str, 
     return out
 
 
-def _save(chat: LocalChatModel, path: Path, optimizer: Any, scheduler: Any, state: GRPOState) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    chat.model.save_pretrained(path)
-    chat.tokenizer.save_pretrained(path)
-    torch.save({"optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "rng": random.getstate(), "torch_rng": torch.get_rng_state()},
-               path / "trainer_state.pt")
-    (path / "grpo_state.json").write_text(json.dumps({"step": state.step,
-                                                      "history": state.history}))
+@dataclass
+class GRPOState:
+    """What a checkpoint holds besides the weights and the optimiser."""
+
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _latest_checkpoint(output_dir: Path) -> Path | None:
-    ckpts = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete `checkpoint-N` folder in `output_dir`, if any."""
+    ckpts = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     return next((c for c in reversed(ckpts) if (c / "grpo_state.json").exists()), None)
 
 
-def _restore(chat: LocalChatModel, ckpt: Path, optimizer: Any, scheduler: Any) -> GRPOState:
-    if hasattr(chat.model, "peft_config"):
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
+class ResearchGRPOTrainer:
+    """Online trajectory-level GRPO through the research graph, in TRL's trainer idiom.
 
-        set_peft_model_state_dict(chat.model, load_file(ckpt / "adapter_model.safetensors"))
-    else:
-        from transformers import AutoModelForCausalLM
+        trainer = ResearchGRPOTrainer("local:smollm2", rewards.default(), grpo_config("out"),
+                                      train_dataset=tasks, peft_config=lora_config(16))
+        policy = trainer.train()
 
-        chat.model.load_state_dict(AutoModelForCausalLM.from_pretrained(ckpt).state_dict())
-    blob = torch.load(ckpt / "trainer_state.pt", weights_only=False)
-    optimizer.load_state_dict(blob["optimizer"])
-    if scheduler is not None and blob["scheduler"] is not None:
-        scheduler.load_state_dict(blob["scheduler"])
-    random.setstate(blob["rng"])
-    torch.set_rng_state(blob["torch_rng"])
-    data = json.loads((ckpt / "grpo_state.json").read_text())
-    return GRPOState(step=data["step"], history=data["history"])
+    `model` is a local spec or a `LocalChatModel` (trained in place); `reward` a `Reward` or
+    a plain callable (default `rewards.default()`); `sources` what the rollouts search (a
+    `tools.corpora.Sources`, or `knowledge=`/`web=` keyword arguments of `research_many`;
+    default: the cached knowledge base of the tasks' documents). `research` configures the
+    rollouts (its temperature is `args.temperature`); `per_role` gives each role its own
+    group baseline; `time_budget_s` bounds the training wall time, earlier runs of a resumed
+    training included: no step starts that would most likely end past it; `on_step` sees
+    every metrics row.
+
+    `output_dir` receives `metrics.jsonl`, `curves.png`, `checkpoint-N/` every
+    `args.save_steps` steps, and the final policy (loadable with `--model hf:DIR`; with LoRA
+    the adapter is merged there and also kept in `adapter/`).
+    """
+
+    def __init__(self, model: str | LocalChatModel, reward: rewards.Reward | rewards.RewardFn | None,
+                 args: GRPOConfig, train_dataset: Sequence[Mapping[str, Any]], *,
+                 peft_config: LoraConfig | None = None, research: ResearchConfig | None = None,
+                 sources: Sources | Mapping[str, Any] | None = None, per_role: bool = False,
+                 time_budget_s: float | None = None,
+                 on_step: Callable[[dict[str, float]], None] | None = None):
+        if args.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, not {args.loss_type!r}")
+        self.args = args
+        self.tasks_per_step = tasks_per_step(args.per_device_train_batch_size, args.num_generations)
+        self.tasks = list({str(t["id"]): dict(t) for t in train_dataset}.values())
+        if not self.tasks:
+            raise ValueError("GRPO needs tasks (train_dataset is empty)")
+        self.reward = rewards.as_reward(reward or rewards.default())
+        self.research = (research or ResearchConfig()).model_copy(
+            update={"temperature": args.temperature})
+        self.sources, self.per_role = sources, per_role
+        self.time_budget_s, self.on_step = time_budget_s, on_step
+        self.output_dir = Path(args.output_dir)
+        self.metrics_file = self.output_dir / "metrics.jsonl"
+        self.policy = load_policy(model, peft_config=peft_config)
+        self.ref_model = reference_model(self.policy.model) if args.beta else None
+        self.optimizer, self.scheduler = self._optimizer()
+        self.state = GRPOState()
+        self._spent, self._started = 0.0, time.perf_counter()
+        self._sources_kwargs: dict[str, Any] = {}
+
+    def _optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
+        from transformers import get_scheduler
+
+        optimizer = torch.optim.AdamW(trainable_parameters(self.policy), lr=self.args.learning_rate,
+                                      weight_decay=self.args.weight_decay)
+        scheduler = get_scheduler(self.args.lr_scheduler_type, optimizer,
+                                  num_warmup_steps=int(self.args.warmup_steps or 0),
+                                  num_training_steps=self.args.max_steps * max(1, self.args.num_iterations))
+        return optimizer, scheduler
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self, resume_from_checkpoint: bool | str | Path | None = None) -> LocalChatModel:
+        """Train for `args.max_steps` steps (or the time budget); returns the trained policy.
+
+        `resume_from_checkpoint`: True continues from the last checkpoint in `output_dir`
+        (from scratch when there is none), a path from that checkpoint: weights, optimiser,
+        scheduler, random state and the metrics logged up to it.
+        """
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._start(resume_from_checkpoint)
+        with self._open_sources() as sources:
+            self._sources_kwargs = sources
+            while self.state.step < self.args.max_steps and not self._out_of_time():
+                self._log(self._step())
+                if self.args.save_steps and self.state.step % int(self.args.save_steps) == 0:
+                    self._save_checkpoint()
+        self.policy.batcher.prefixes.clear()
+        if self.state.history:
+            plot_curves(self.state.history, self.output_dir / "curves.png")
+        save_policy(self.policy, self.output_dir)
+        return self.policy
+
+    def _start(self, resume: bool | str | Path | None) -> None:
+        ckpt = latest_checkpoint(self.output_dir) if resume is True else resume or None
+        if ckpt is not None:
+            self._load_checkpoint(Path(ckpt))
+        else:
+            self.state = GRPOState()
+            random.seed(self.args.seed)
+            torch.manual_seed(self.args.seed)
+        # Rows logged after the checkpoint we resume from would be logged again: keep the
+        # checkpoint's history only.
+        self.metrics_file.write_text("".join(json.dumps(r) + "\n" for r in self.state.history))
+        self._spent = sum(r["step_s"] for r in self.state.history)  # the budget spans runs
+        self._started = time.perf_counter()
+
+    @contextmanager
+    def _open_sources(self) -> Iterator[dict[str, Any]]:
+        if isinstance(self.sources, Sources):
+            yield self.sources.as_kwargs()
+        elif self.sources is not None:
+            yield dict(self.sources)
+        else:
+            with open_corpus(self.tasks) as sources:
+                yield sources.as_kwargs()
+
+    def _elapsed(self) -> float:
+        return self._spent + time.perf_counter() - self._started
+
+    def _out_of_time(self) -> bool:
+        """Whether the next step would most likely end past the time budget."""
+        if self.time_budget_s is None or not self.state.history:
+            return False
+        typical = statistics.median(r["step_s"] for r in self.state.history[-5:])
+        return self._elapsed() + typical > self.time_budget_s
+
+    # ------------------------------------------------------------------ one step
+
+    def _step(self) -> dict[str, float]:
+        """Rollouts of this step's tasks, their scores and samples, and the update."""
+        t0 = time.perf_counter()
+        trajectories = self._score(self._rollouts(self._sample_tasks()))
+        samples = self._samples(trajectories)
+        rollout_s = time.perf_counter() - t0
+        stats = update(self.policy.model, self.optimizer, samples, self.args,
+                       ref_model=self.ref_model, scheduler=self.scheduler)
+        self.state.step += 1
+        return {"step": self.state.step, **step_metrics(trajectories), **stats,
+                "rollouts": len(trajectories), "samples": len(samples), "rollout_s": rollout_s,
+                "step_s": time.perf_counter() - t0, "lr": self.scheduler.get_last_lr()[0],
+                "elapsed_s": self._elapsed()}
+
+    def _sample_tasks(self) -> list[dict[str, Any]]:
+        """This step's tasks, drawn without replacement from a generator seeded by the step
+        (a resumed run draws what the uninterrupted one would have)."""
+        rng = random.Random(self.args.seed * 1_000_003 + self.state.step)
+        return rng.sample(self.tasks, min(self.tasks_per_step, len(self.tasks)))
+
+    def _rollouts(self, tasks: Sequence[dict[str, Any]]) -> list[Trajectory]:
+        """`num_generations` research runs per task with the current policy, all at once."""
+        self.policy.batcher.prefixes.clear()  # cached prefixes were computed with older weights
+        group = self.args.num_generations
+        results = research_many(tasks, samples_per_task=group, concurrency=len(tasks) * group,
+                                model=self.policy, **self._sources_kwargs,
+                                config=self.research.model_copy(
+                                    update={"seed": self.args.seed + self.state.step}))
+        return [r.trajectory for r in results if r.trajectory is not None]
+
+    def _score(self, trajectories: Sequence[Trajectory]) -> list[Trajectory]:
+        """Each rollout scored once (against the gold it carries), its reward recorded as a
+        `TrajectoryStore` records it: `metrics["reward"]` and `metrics["reward_components"]`."""
+        out = []
+        for t in trajectories:
+            scores = self.reward.scores(t)
+            total = scores.pop("reward")
+            out.append(t.model_copy(update={"metrics": {**t.metrics, "reward": total,
+                                                        "reward_components": scores}}))
+        return out
+
+    def _samples(self, trajectories: Sequence[Trajectory]) -> list[Sample]:
+        """One sample per model call, its advantage the trajectory's reward normalised within
+        its task's group (per role with `per_role`): the place to change the estimator."""
+        return build_samples(trajectories, per_role=self.per_role)
+
+    # ------------------------------------------------------------------ logging, checkpoints
+
+    def _log(self, row: dict[str, float]) -> None:
+        self.state.history.append(row)
+        with self.metrics_file.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if self.on_step is not None:
+            self.on_step(row)
+
+    def _save_checkpoint(self) -> Path:
+        path = save_weights(self.policy, self.output_dir / f"checkpoint-{self.state.step}")
+        torch.save({"optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "rng": random.getstate(), "torch_rng": torch.get_rng_state()},
+                   path / "trainer_state.pt")
+        (path / "grpo_state.json").write_text(json.dumps(dataclasses.asdict(self.state)))
+        return path
+
+    def _load_checkpoint(self, ckpt: Path) -> None:
+        if not (ckpt / "grpo_state.json").exists():
+            raise FileNotFoundError(f"{ckpt} is not a GRPO checkpoint (no grpo_state.json)")
+        restore_weights(self.policy, ckpt)
+        blob = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+        self.optimizer.load_state_dict(blob["optimizer"])
+        if blob["scheduler"] is not None:
+            self.scheduler.load_state_dict(blob["scheduler"])
+        random.setstate(blob["rng"])
+        torch.set_rng_state(blob["torch_rng"])
+        self.state = GRPOState(**json.loads((ckpt / "grpo_state.json").read_text()))
 
 
 def plot_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
@@ -300,139 +516,64 @@ def plot_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
     return path
 
 
-def train_grpo(tasks: Sequence[dict[str, Any]], *, model: str | LocalChatModel = "local:smollm2",
+def train_grpo(tasks: Sequence[Mapping[str, Any]], *, model: str | LocalChatModel = "local:smollm2",
                output_dir: str | Path, reward: rewards.Reward | rewards.RewardFn | None = None,
-               knowledge: Any = None, web: Any = None, group_size: int = 4,
-               batch_tasks: int = 2, steps: int | None = None, lora: bool = False,
-               lora_r: int = 16, per_role: bool = False, resume: bool = False,
-               research: ResearchConfig | None = None, args: GRPOConfig | None = None,
+               knowledge: Any = None, web: Any = None, args: GRPOConfig | None = None,
+               peft_config: LoraConfig | None = None, resume: bool = False,
+               research: ResearchConfig | None = None, per_role: bool = False,
                time_budget_s: float | None = None,
-               on_step: Callable[[dict[str, float]], None] | None = None) -> LocalChatModel:
-    """Train a local policy with trajectory-level GRPO; returns the trained chat model.
+               on_step: Callable[[dict[str, float]], None] | None = None,
+               group_size: int | None = None, batch_tasks: int | None = None,
+               steps: int | None = None, lora: bool = False, lora_r: int = 16) -> LocalChatModel:
+    """`ResearchGRPOTrainer(...).train()` in one call; returns the trained policy.
 
-    `output_dir` receives `metrics.jsonl`, `curves.png`, `checkpoint-N/` every
-    `args.save_steps` steps, and the final model (loadable with `--model hf:DIR`; with LoRA
-    the adapter is merged there and also kept in `adapter/`). `time_budget_s` bounds the
-    total training wall time, earlier runs of a resumed training included: no step starts that
-    would most likely end past it.
+    `args` defaults to `grpo_config(output_dir)`; `output_dir` replaces its folder. Kept for
+    compatibility, each mapped onto a copy of `args`: `group_size` (`num_generations`),
+    `batch_tasks` (tasks per step: `per_device_train_batch_size = batch_tasks * group_size`),
+    `steps` (`max_steps`), `lora=True`/`lora_r` (`peft_config=lora_config(lora_r)`).
     """
-    from transformers import get_scheduler
+    peft_config = peft_config_from(lora, lora_r, peft_config)
+    args = _mapped_args(args or grpo_config(output_dir, lora=peft_config is not None),
+                        output_dir=output_dir, group_size=group_size, batch_tasks=batch_tasks,
+                        steps=steps)
+    sources = None if knowledge is None and web is None else {"knowledge": knowledge, "web": web}
+    trainer = ResearchGRPOTrainer(model, reward, args, tasks, peft_config=peft_config,
+                                  research=research, sources=sources, per_role=per_role,
+                                  time_budget_s=time_budget_s, on_step=on_step)
+    return trainer.train(resume_from_checkpoint=resume)
 
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    args = args or grpo_config(out, learning_rate=2e-4 if lora else 5e-6,
-                               **({"max_steps": steps} if steps else {}))
-    if steps:
-        args.max_steps = steps
-    if not tasks:
-        raise ValueError("GRPO needs tasks")
-    if knowledge is None and web is None:
-        from training.evaluate import cached_kb, corpus_of
 
-        knowledge = cached_kb(corpus_of(tasks))
-    reward = rewards.as_reward(reward or rewards.default())
-    chat = _policy(model, lora, lora_r)
-    ref_model: Any = None
-    if args.beta and lora:
-        ref_model = _AdapterOff(chat.model)  # the reference is the model without its adapter
-    elif args.beta:
-        ref_model = copy.deepcopy(chat.model).eval()
-        for p in ref_model.parameters():
-            p.requires_grad_(False)
-    params = [p for p in chat.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
-    total = args.max_steps * max(1, args.num_iterations)
-    scheduler = get_scheduler(args.lr_scheduler_type, optimizer,
-                              num_warmup_steps=int(args.warmup_steps or 0),
-                              num_training_steps=total)
-    state = GRPOState()
-    ckpt = _latest_checkpoint(out) if resume else None
-    if ckpt is not None:
-        state = _restore(chat, ckpt, optimizer, scheduler)
-    else:
-        random.seed(args.seed)
-        torch.manual_seed(args.seed)
-    cfg = (research or ResearchConfig()).model_copy(update={"temperature": args.temperature})
-    by_id = {t["id"]: t for t in tasks}
-    order = list(by_id)
-    t_start = time.perf_counter()
-    metrics_file = out / "metrics.jsonl"
-    # Rows logged after the checkpoint we resume from would be logged again: keep the
-    # checkpoint's history only.
-    metrics_file.write_text("".join(json.dumps(r) + "\n" for r in state.history))
-    spent = sum(r["step_s"] for r in state.history)  # the budget covers earlier runs too
-    chat.model.eval()
-    while state.step < args.max_steps:
-        if time_budget_s is not None and state.history:
-            typical = statistics.median(r["step_s"] for r in state.history[-5:])
-            if spent + time.perf_counter() - t_start + typical > time_budget_s:
-                break  # the next step would most likely end past the budget
-        t0 = time.perf_counter()
-        rng = random.Random(args.seed * 1_000_003 + state.step)
-        batch = [by_id[i] for i in rng.sample(order, min(batch_tasks, len(order)))]
-        chat.batcher.prefixes.clear()  # cached prefixes were computed with older weights
-        results = research_many(batch, samples_per_task=group_size,
-                                concurrency=len(batch) * group_size, model=chat,
-                                config=cfg.model_copy(update={"seed": args.seed + state.step}),
-                                knowledge=knowledge, web=web)
-        trajectories = [r.trajectory for r in results if r.trajectory is not None]
-        scores = [reward.scores(t) for t in trajectories]
-        samples = build_samples(trajectories, reward, per_role=per_role)
-        t_roll = time.perf_counter() - t0
-        stats = update(chat.model, optimizer, samples, args, ref_model=ref_model,
-                       scheduler=scheduler)
-        state.step += 1
-        row = {"step": state.step, **step_metrics(trajectories, scores), **stats,
-               "rollouts": len(trajectories), "samples": len(samples),
-               "rollout_s": t_roll, "step_s": time.perf_counter() - t0,
-               "lr": scheduler.get_last_lr()[0],
-               "elapsed_s": spent + time.perf_counter() - t_start}
-        state.history.append(row)
-        with metrics_file.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        if on_step is not None:
-            on_step(row)
-        if args.save_steps and state.step % int(args.save_steps) == 0:
-            _save(chat, out / f"checkpoint-{state.step}", optimizer, scheduler, state)
-    chat.batcher.prefixes.clear()
-    if state.history:
-        plot_curves(state.history, out / "curves.png")
-    save_policy(chat, out)
-    return chat
+def _mapped_args(args: GRPOConfig, *, output_dir: str | Path, group_size: int | None,
+                 batch_tasks: int | None, steps: int | None) -> GRPOConfig:
+    group = group_size or args.num_generations
+    batch = batch_tasks or tasks_per_step(args.per_device_train_batch_size, args.num_generations)
+    return with_changes(args, output_dir=str(output_dir), num_generations=group,
+                        per_device_train_batch_size=batch * group,
+                        max_steps=steps or args.max_steps)
 
 
 def train_grpo_offline(trajectories: Sequence[Trajectory], *, output_dir: str | Path,
                        model: str | LocalChatModel = "local:smollm2",
                        reward: rewards.Reward | rewards.RewardFn | None = None,
-                       tasks: dict[str, dict[str, Any]] | None = None, lora: bool = False,
-                       lora_r: int = 16, per_role: bool = False, epochs: int = 1,
-                       args: GRPOConfig | None = None) -> dict[str, Any]:
+                       tasks: dict[str, dict[str, Any]] | None = None,
+                       peft_config: LoraConfig | None = None, per_role: bool = False,
+                       epochs: int = 1, args: GRPOConfig | None = None, lora: bool = False,
+                       lora_r: int = 16) -> dict[str, Any]:
     """GRPO updates from stored groups recorded by this same policy: the recorded logprobs
     are the importance-ratio denominators (clipped as online), so recorded rollouts are not
-    wasted. Saves the updated policy to `output_dir`."""
-    out = Path(output_dir)
-    args = args or grpo_config(out, learning_rate=2e-4 if lora else 5e-6)
-    samples = build_samples(trajectories, reward or rewards.default(), tasks=tasks,
-                            per_role=per_role)
-    chat = _policy(model, lora, lora_r)
-    params = [p for p in chat.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+    wasted. Saves the updated policy to `output_dir` (`lora`/`lora_r` as in `train_grpo`)."""
+    peft_config = peft_config_from(lora, lora_r, peft_config)
+    args = args or grpo_config(output_dir, lora=peft_config is not None)
+    samples = build_samples(trajectories, rewards.as_reward(reward or rewards.default()),
+                            tasks=tasks, per_role=per_role)
+    chat = load_policy(model, peft_config=peft_config)
+    optimizer = torch.optim.AdamW(trainable_parameters(chat), lr=args.learning_rate,
+                                  weight_decay=args.weight_decay)
     history = [update(chat.model, optimizer, samples, args) for _ in range(epochs)]
-    save_policy(chat, out)
-    return {"samples": len(samples), "updates": history, "output_dir": str(out)}
+    save_policy(chat, output_dir)
+    return {"samples": len(samples), "updates": history, "output_dir": str(output_dir)}
 
 
-def save_policy(chat: LocalChatModel, path: str | Path) -> Path:
-    """Save a trained policy as a plain HF folder (LoRA merged; the adapter kept in adapter/)."""
-    path = Path(path)
-    model = chat.model
-    if hasattr(model, "peft_config"):
-        model.save_pretrained(path / "adapter")
-        model = copy.deepcopy(model).merge_and_unload()
-    model.save_pretrained(path)
-    chat.tokenizer.save_pretrained(path)
-    return path
-
-
-__all__ = ["grpo_config", "policy_loss", "save_policy", "train_grpo", "train_grpo_offline",
-           "update"]
+__all__ = ["GRPOState", "ResearchGRPOTrainer", "completion_logps", "grpo_config",
+           "latest_checkpoint", "policy_loss", "reference_model", "step_metrics",
+           "tasks_per_step", "train_grpo", "train_grpo_offline", "update", "with_changes"]

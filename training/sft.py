@@ -11,24 +11,33 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agents.models import LocalChatModel, smollm2_folder
+from transformers import TrainerCallback
+
+from agents.models import LocalChatModel
 from graph.store import TrajectoryStore
 from graph.trajectory import Trajectory
 from training import rewards
-from training.data import build_samples, to_dataset
-from training.grpo import save_policy
+from training.data import Sample, build_samples, to_dataset
+from training.policy import load_policy, peft_config_from, save_policy
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
+
+LEARNING_RATE = {False: 2e-5, True: 2e-4}  # full fine-tune, LoRA
 
 
-def _base(model: str | LocalChatModel) -> LocalChatModel:
-    if isinstance(model, LocalChatModel):
-        return model
-    if model == "local:smollm2":
-        return LocalChatModel.from_pretrained(smollm2_folder())
-    if model.startswith("hf:"):
-        return LocalChatModel.from_pretrained(model[3:])
-    raise ValueError(f"SFT trains local models (local:smollm2 or hf:<folder>), not {model!r}")
+class TimeBudget(TrainerCallback):
+    """Stops training after the first optimiser step that ends past the wall-clock budget."""
+
+    def __init__(self, seconds: float):
+        self.deadline = time.perf_counter() + seconds
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if time.perf_counter() > self.deadline:
+            control.should_training_stop = True
+        return control
 
 
 def tokenize_untokenized(trajectories: list[Trajectory], chat: LocalChatModel) -> list[Trajectory]:
@@ -57,61 +66,58 @@ def tokenize_untokenized(trajectories: list[Trajectory], chat: LocalChatModel) -
     return out
 
 
+def kept_samples(trajectories: TrajectoryStore | list[Trajectory], chat: LocalChatModel,
+                 reward: rewards.Reward | rewards.RewardFn | None = None, *,
+                 min_reward: float = 0.5, tasks: dict[str, dict[str, Any]] | None = None,
+                 roles: list[str] | None = None) -> list[Sample]:
+    """The model calls of the trajectories whose reward (default F1) reaches `min_reward`,
+    tokenised for `chat` where they were recorded as text only."""
+    samples = build_samples(tokenize_untokenized(list(trajectories), chat),
+                            rewards.as_reward(reward or rewards.f1), tasks=tasks,
+                            min_reward=min_reward, roles=roles)
+    if not samples:
+        raise ValueError(f"no model call of a trajectory with reward >= {min_reward} to train "
+                         "on: lower min_reward or record more runs")
+    return samples
+
+
 def train_sft(trajectories: TrajectoryStore | list[Trajectory], *, output_dir: str | Path,
               model: str | LocalChatModel = "local:smollm2",
               reward: rewards.Reward | rewards.RewardFn | None = None,
               min_reward: float = 0.5, tasks: dict[str, dict[str, Any]] | None = None,
-              roles: list[str] | None = None, lora: bool = False, lora_r: int = 16,
+              roles: list[str] | None = None, peft_config: LoraConfig | None = None,
               epochs: float = 1.0, learning_rate: float | None = None, batch_size: int = 4,
-              max_steps: int = -1, time_budget_s: float | None = None,
-              **sft_args: Any) -> dict[str, Any]:
+              max_steps: int = -1, time_budget_s: float | None = None, lora: bool = False,
+              lora_r: int = 16, **sft_args: Any) -> dict[str, Any]:
     """Fine-tune on the completions of high-reward trajectories; returns the training stats.
 
-    The trained model is saved to `output_dir` as a plain HF folder (loadable with
-    `--model hf:DIR`; a LoRA adapter is merged there and kept in `adapter/`). With
-    `time_budget_s`, training stops after the first optimiser step that ends past it.
+    The policy comes from `training.policy.load_policy`: LoRA with `peft_config` (e.g.
+    `lora_config(16)`; `lora=True`/`lora_r` are kept for compatibility and mean the same),
+    and `local:smollm2-sleuth` then continues training its shipped adapter. The trained model
+    is saved to `output_dir` as a plain HF folder (loadable with `--model hf:DIR`; a LoRA
+    adapter is merged there and kept in `adapter/`). With `time_budget_s`, training stops
+    after the first optimiser step that ends past it. Other keyword arguments go to
+    TRL's `SFTConfig`.
     """
-    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    class TimeBudget(TrainerCallback):
-        """Stops training once the wall-clock budget is spent."""
-
-        def __init__(self, seconds: float):
-            self.deadline = time.perf_counter() + seconds
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            if time.perf_counter() > self.deadline:
-                control.should_training_stop = True
-            return control
-
-    chat = _base(model)
-    samples = build_samples(tokenize_untokenized(list(trajectories), chat),
-                            reward or rewards.f1, tasks=tasks, min_reward=min_reward, roles=roles)
-    if not samples:
-        raise ValueError(f"no model call of a trajectory with reward >= {min_reward} to train "
-                         "on: lower min_reward or record more runs")
-    dataset = to_dataset(samples).select_columns(["input_ids", "labels"])
-    peft_config = None
-    if lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
-                                 target_modules="all-linear", task_type="CAUSAL_LM")
+    peft_config = peft_config_from(lora, lora_r, peft_config)
+    chat = load_policy(model, peft_config=peft_config)
+    samples = kept_samples(trajectories, chat, reward, min_reward=min_reward, tasks=tasks,
+                           roles=roles)
     out = Path(output_dir)
     args = SFTConfig(output_dir=str(out / "trainer"), use_cpu=True, bf16=False,
                      report_to="none", per_device_train_batch_size=batch_size,
                      num_train_epochs=epochs, max_steps=max_steps,
-                     learning_rate=learning_rate or (2e-4 if lora else 2e-5),
-                     logging_steps=1, save_strategy="no", max_length=None,
-                     **sft_args)
-    trainer = SFTTrainer(model=chat.model, args=args, train_dataset=dataset,
-                         processing_class=chat.tokenizer, peft_config=peft_config,
+                     learning_rate=learning_rate or LEARNING_RATE[peft_config is not None],
+                     logging_steps=1, save_strategy="no", max_length=None, **sft_args)
+    trainer = SFTTrainer(model=chat.model, args=args,
+                         train_dataset=to_dataset(samples).select_columns(["input_ids", "labels"]),
+                         processing_class=chat.tokenizer,
                          callbacks=[TimeBudget(time_budget_s)] if time_budget_s else None)
     result = trainer.train()
-    chat.model = trainer.model
-    chat.close()  # the decoder must see the trained (or wrapped) model
-    chat.model.eval()
+    chat.model = trainer.model.eval()
+    chat.close()  # the decoder must see the trained model
     save_policy(chat, out)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"samples": len(samples), "trajectories": len({s.trajectory_id for s in samples}),
