@@ -43,7 +43,8 @@ class Agent:
     input_model: ClassVar[type[BaseModel]]
 
     def __init__(self, model: BaseChatModel, *, prompt: str | Path | None = None,
-                 max_new_tokens: int = 96, temperature: float | None = None):
+                 max_new_tokens: int = 96, temperature: float | None = None,
+                 examples: bool = True):
         if not isinstance(model, BaseChatModel):
             raise TypeError(f"{type(self).__name__} needs a langchain-core BaseChatModel, "
                             f"got {type(model).__name__} (see agents.load_chat_model)")
@@ -51,10 +52,11 @@ class Agent:
         self.template = load_template(prompt or self.role)
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
+        self.examples = examples
 
     def call_model(self, seed: int | None, **context: Any) -> Reply:
         """Render the prompt, call the model once (tagged with this role), never raise."""
-        messages = render_messages(self.template, **context)
+        messages = render_messages(self.template, examples=self.examples, **context)
         call_id = uuid.uuid4().hex
         kwargs: dict[str, Any] = {}
         if isinstance(self.model, LocalChatModel):

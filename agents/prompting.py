@@ -56,11 +56,13 @@ def brief(passage: Any, words: int = 60) -> dict[str, str]:
     return {"title": neutralize(passage.title), "text": neutralize(text)}
 
 
-def render_messages(template: jinja2.Template, **context: Any) -> list[BaseMessage]:
-    """Render system, the worked examples (user, assistant pairs) and the user message."""
+def render_messages(template: jinja2.Template, *, examples: bool = True,
+                    **context: Any) -> list[BaseMessage]:
+    """Render system, the worked examples (user, assistant pairs; left out with
+    `examples=False`, for a policy trained on the formats) and the user message."""
     messages: list[BaseMessage] = [SystemMessage(_block(template, "system", context))]
     n = 1
-    while f"example_user_{n}" in template.blocks:
+    while examples and f"example_user_{n}" in template.blocks:
         messages.append(HumanMessage(_block(template, f"example_user_{n}", context)))
         messages.append(AIMessage(_block(template, f"example_assistant_{n}", context)))
         n += 1

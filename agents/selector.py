@@ -21,7 +21,8 @@ class _Judge(Agent):
 class Selector:
     """Rules first (one passage per document; every sub-question's best passage kept, then
     the rest by lexical relevance to the question or any sub-question, with words in the
-    title counting extra and retrieval order breaking ties); optionally a model's yes/no judgement of each remaining passage.
+    title counting extra and retrieval order breaking ties); optionally a model's yes/no
+    judgement of each remaining passage.
 
     Covering each sub-question matters for multi-hop questions: the page that answers a
     later hop ("Where is the University of Zilford based?") shares few words with the

@@ -238,14 +238,17 @@ def build_research_graph(*, planner: Role | None = None, searcher: Role | None =
     if searcher is None and not tools:
         raise ValueError("build_research_graph needs tools= (a KnowledgeBase, a search backend, "
                          "a WebRetriever or LangChain tools) or a searcher= callable")
-    opts: dict[str, Any] = {"temperature": cfg.temperature}
+    examples = cfg.prompt_examples
+    if examples is None:
+        examples = bool(getattr(chat, "prompt_examples", True))
+    opts: dict[str, Any] = {"temperature": cfg.temperature, "examples": examples}
     cap = {"max_new_tokens": cfg.max_new_tokens} if cfg.max_new_tokens else {}
     planner = planner or Planner(chat, max_subquestions=cfg.max_subquestions, **opts, **cap)
     searcher = searcher or Searcher(chat, resolve_tools(tools, cfg), k=cfg.k,
                                     max_attempts=cfg.max_attempts, relevance=cfg.relevance,
                                     **opts, **cap)
     selector = selector or Selector(chat if cfg.judge_passages else None, k=cfg.evidence_k,
-                                    judge=cfg.judge_passages)
+                                    judge=cfg.judge_passages, examples=examples)
     writer = writer or Writer(chat, max_evidence=cfg.evidence_k, **opts, **cap)
 
     g = StateGraph(ResearchState, input_schema=ResearchInput, output_schema=ResearchOutput)

@@ -31,6 +31,9 @@ class ResearchConfig(BaseModel):
     judge_passages: bool = Field(False, description="Let the model judge each passage in the selector.")
     approve_plan: bool = Field(False, description="Interrupt after each plan for approval "
                                "(needs a checkpointer).")
+    prompt_examples: bool | None = Field(None, description=(
+        "Show each role's worked examples in its prompt. None: the model's own preference "
+        "(a policy trained on the formats runs without them), else True."))
     temperature: float = Field(0.7, ge=0)
     max_new_tokens: int | None = Field(None, ge=1, description="Cap on every reply's length "
                                        "(None: each role's own default).")
