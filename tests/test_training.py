@@ -9,8 +9,10 @@ import torch
 
 from agents import LocalChatModel, load_chat_model
 from graph import ResearchConfig, TrajectoryStore, research_many
+from graph.trajectory import Gold, Trajectory
 from tools.embeddings import HashEmbedder
 from tools.knowledge import KnowledgeBase
+from training.curriculum import Curriculum, Level
 from training.data import build_samples
 from training.grpo import (
     ResearchGRPOTrainer,
@@ -71,8 +73,9 @@ def test_gradient_scales_with_group_advantage_and_masked_tokens_get_none():
 def test_grpo_raises_the_reward_on_a_toy_world(toy_policy, small_world, toy_kb, tmp_path):
     policy = toy_policy()
     rows = []
+    # the toy reward has no right answer to vary, so no group would survive dynamic sampling
     args = grpo_config(tmp_path / "run", learning_rate=5e-3, max_steps=8, save_steps=4,
-                       temperature=0.3, seed=0)
+                       temperature=0.3, seed=0, dynamic_sampling=False)
     train_grpo(small_world.tasks[:1], model=policy, output_dir=tmp_path / "run",
                reward=even_first_tokens, knowledge=toy_kb, group_size=8, batch_tasks=1,
                research=TOY, args=args, on_step=rows.append)
@@ -95,13 +98,14 @@ def test_grpo_resumes_from_its_last_checkpoint(toy_policy, small_world, toy_kb, 
                   knowledge=toy_kb, group_size=2, batch_tasks=1, research=TOY)
     # Three steps, checkpoint at 2: step 3 is logged but lost, as in a crash before step 4.
     train_grpo(small_world.tasks[:2], args=grpo_config(out, max_steps=3, save_steps=2,
-                                                        learning_rate=1e-3, temperature=0.3),
+                                                        learning_rate=1e-3, temperature=0.3,
+                                                        dynamic_sampling=False),
                **common)
     rows = []
     common["model"] = toy_policy(seed=1)  # a "restarted process": fresh weights
     train_grpo(small_world.tasks[:2], resume=True, on_step=rows.append,
                args=grpo_config(out, max_steps=3, save_steps=2, learning_rate=1e-3,
-                                temperature=0.3), **common)
+                                temperature=0.3, dynamic_sampling=False), **common)
     assert [r["step"] for r in rows] == [3]
     logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert logged == [1, 2, 3]  # the lost step 3 is logged once, by the resumed run
@@ -115,13 +119,14 @@ def test_lora_grpo_saves_adapter_and_merged_model(toy_policy, small_world, toy_k
                lora_r=4, reward=even_first_tokens, knowledge=toy_kb, group_size=2,
                batch_tasks=1, research=TOY,
                args=grpo_config(out, max_steps=1, save_steps=0, learning_rate=1e-3, beta=0.05,
-                                temperature=0.3))
+                                temperature=0.3, dynamic_sampling=False))
     assert (out / "adapter" / "adapter_config.json").exists() and (out / "config.json").exists()
     assert not (out / "adapter_config.json").exists()  # the top folder is a plain merged model
 
 
 def test_grpo_leaves_the_config_it_is_given_unchanged(toy_policy, small_world, toy_kb, tmp_path):
-    args = grpo_config(tmp_path / "elsewhere", max_steps=5, learning_rate=1e-3, temperature=0.3)
+    args = grpo_config(tmp_path / "elsewhere", max_steps=5, learning_rate=1e-3, temperature=0.3,
+                       dynamic_sampling=False)
     rows = []
     train_grpo(small_world.tasks[:1], model=toy_policy(), output_dir=tmp_path / "run", steps=1,
                group_size=2, batch_tasks=1, reward=even_first_tokens, knowledge=toy_kb,
@@ -144,6 +149,44 @@ def test_a_step_trains_whole_groups(toy_policy, small_world, tmp_path):
                       gradient_accumulation_steps=2)
     with pytest.raises(ValueError, match="must be a multiple of num_generations"):
         ResearchGRPOTrainer(toy_policy(), None, args, small_world.tasks[:1])
+
+
+def test_dynamic_sampling_keeps_only_groups_whose_correctness_varies(toy_policy, tmp_path):
+    trainer = ResearchGRPOTrainer(toy_policy(), even_first_tokens, grpo_config(tmp_path),
+                                  train_dataset=[{"id": "t", "question": "q"}])
+
+    def run(group: str, answer: str) -> Trajectory:
+        return Trajectory(group_id=group, answer=answer, gold=Gold(answer="Varo"))
+
+    mixed = [run("a", "Varo"), run("a", "Oslo")]
+    kept = trainer._informative(mixed + [run("b", "Oslo"), run("b", "Oslo"),
+                                         run("c", "Varo"), run("c", "Varo")])
+    assert kept == mixed  # all-wrong and all-right groups carry no correctness signal
+    plain = ResearchGRPOTrainer(toy_policy(), even_first_tokens,
+                                grpo_config(tmp_path, dynamic_sampling=False),
+                                train_dataset=[{"id": "t", "question": "q"}])
+    assert len(plain._informative(mixed + [run("b", "Oslo")])) == 3
+
+
+def test_grpo_draws_fresh_tasks_from_a_curriculum(toy_policy, tmp_path):
+    """Every step draws new generated tasks, adds their pages to the knowledge base, tells
+    the curriculum how each group went, and a checkpoint keeps the curriculum's state."""
+    curriculum = Curriculum(first_seed=900_000, world_tasks=4,
+                            levels=(Level(2, "bridge", 2, 0.0), Level(2, "comparison", 2, 0.0)))
+    kb = KnowledgeBase(tmp_path / "kb", embedder=HashEmbedder())
+    rows = []
+    trainer = ResearchGRPOTrainer(toy_policy(), even_first_tokens,
+                                  grpo_config(tmp_path / "run", max_steps=2, save_steps=2,
+                                              per_device_train_batch_size=4, num_generations=2,
+                                              temperature=0.3, dynamic_sampling=False),
+                                  train_dataset=curriculum, research=TOY,
+                                  sources={"knowledge": kb}, on_step=rows.append)
+    trainer.train()
+    assert [r["groups"] for r in rows] == [2, 2]
+    assert sum(t.runs for t in curriculum.tallies.values()) == 2 * 2 * 2  # steps x tasks x G
+    assert len(kb) > 0  # the drawn tasks' pages were ingested before their rollouts
+    saved = json.loads((tmp_path / "run" / "checkpoint-2" / "grpo_state.json").read_text())
+    assert saved["sampler"]["next_seed"] == curriculum.next_seed > 900_000
 
 
 def test_api_models_are_refused_for_training(small_world, tmp_path):

@@ -7,15 +7,16 @@ fails (or always solves) gives every rollout the same correctness and no signal.
 comparison, distractor pages, paraphrased wording) and draws levels with weight
 p·(1 − p) — highest where the group success rate is strictly between 0 and 1 — from a
 Beta(1, 1) posterior, so unvisited levels get tried. Tasks are never reused: each level
-generates a new world (a fresh seed from `seeds`) when its tasks run out, so there is no
-fixed training set to memorise. Keep `seeds` disjoint from every held-out world's seed.
+generates a new world (the next seed from `first_seed` on) when its tasks run out, so
+there is no fixed training set to memorise. Keep those seeds clear of every held-out
+world's seed.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tools.worlds import generate_world
@@ -55,7 +56,7 @@ class _Tally:
 class Curriculum:
     """Draws fresh generated tasks from the levels where success is neither 0 nor 1."""
 
-    seeds: Iterator[int]
+    first_seed: int = 1_000_000
     levels: Sequence[Level] = DEFAULT_LEVELS
     world_tasks: int = 24
     seed: int = 0
@@ -67,6 +68,7 @@ class Curriculum:
         if not self.levels:
             raise ValueError("a curriculum needs at least one level")
         self._rng = random.Random(self.seed)
+        self.next_seed = self.first_seed
         for level in self.levels:
             self.tallies.setdefault(level, _Tally())
 
@@ -78,7 +80,8 @@ class Curriculum:
     def _next_task(self, level: Level) -> dict[str, Any]:
         queue = self._pending.setdefault(level, [])
         if not queue:
-            world = generate_world(next(self.seeds), self.world_tasks, hops=(level.hops,),
+            self.next_seed += 1
+            world = generate_world(self.next_seed - 1, self.world_tasks, hops=(level.hops,),
                                    distractors=level.distractors, paraphrase=level.paraphrase,
                                    comparison_share=1.0 if level.kind == "comparison" else 0.0)
             queue.extend(t for t in world.tasks if t["type"] == level.kind)
@@ -108,17 +111,25 @@ class Curriculum:
         raise KeyError(f"task {task.get('id')!r} was not drawn by this curriculum")
 
     def state(self) -> dict[str, dict[str, float]]:
-        """Per level: runs, successes and the current estimate (for logs and checkpoints)."""
+        """Per level: runs, successes and the current estimate (for logs)."""
         return {lv.name: {"runs": t.runs, "right": t.right, "rate": round(t.rate, 4)}
                 for lv, t in self.tallies.items()}
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where it stands (JSON-ready)."""
+        return {"next_seed": self.next_seed, "rng": list(self._rng.getstate()[1]),
+                "rng_pos": self._rng.getstate()[2],
+                "tallies": {lv.name: asdict(t) for lv, t in self.tallies.items()},
+                "pending": {lv.name: q for lv, q in self._pending.items()}}
 
-def seed_range(start: int) -> Iterator[int]:
-    """Consecutive world seeds from `start`."""
-    n = start
-    while True:
-        yield n
-        n += 1
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a `state_dict()`."""
+        by_name = {lv.name: lv for lv in self.levels}
+        self.next_seed = int(state["next_seed"])
+        self._rng.setstate((3, tuple(state["rng"]), state["rng_pos"]))
+        for name, tally in state["tallies"].items():
+            self.tallies[by_name[name]] = _Tally(**tally)
+        self._pending = {by_name[name]: list(q) for name, q in state["pending"].items()}
 
 
-__all__ = ["DEFAULT_LEVELS", "Curriculum", "Level", "seed_range"]
+__all__ = ["DEFAULT_LEVELS", "Curriculum", "Level"]

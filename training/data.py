@@ -36,18 +36,33 @@ class Sample:
     advantage: float = 0.0
 
 
-def group_advantages(rewards: Sequence[float], eps: float = 1e-6) -> list[float]:
-    """(r - mean) / (std + eps) within one group (population std; 0 for a group of one).
+def scale_mode(scale_rewards: str | bool) -> str:
+    """TRL's `scale_rewards` values as one of "group", "batch", "none"."""
+    mode = {True: "group", False: "none"}.get(scale_rewards, scale_rewards)  # type: ignore[arg-type]
+    if mode not in ("group", "batch", "none"):
+        raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none', not {scale_rewards!r}")
+    return str(mode)
+
+
+def group_advantages(rewards: Sequence[float], eps: float = 1e-6, *,
+                     scale_rewards: str | bool = "group", batch_std: float = 1.0) -> list[float]:
+    """r - the group's mean, divided by the group's std (population; "group", GRPO), by the
+    batch's std ("batch"), or by nothing ("none": Dr. GRPO, which keeps a group's small
+    reward differences small). 0 for a group of one.
 
     >>> [round(a, 3) for a in group_advantages([1.0, 0.0, 0.0, 1.0])]
     [1.0, -1.0, -1.0, 1.0]
+    >>> group_advantages([0.1, 0.0], scale_rewards="none")  # shaping noise stays small
+    [0.05, -0.05]
     >>> group_advantages([0.5, 0.5])
     [0.0, 0.0]
     """
     if len(rewards) < 2:
         return [0.0] * len(rewards)
-    mean, std = statistics.fmean(rewards), statistics.pstdev(rewards)
-    return [(r - mean) / (std + eps) for r in rewards]
+    mean = statistics.fmean(rewards)
+    std = {"group": statistics.pstdev(rewards) + eps, "batch": batch_std + eps,
+           "none": 1.0}[scale_mode(scale_rewards)]
+    return [(r - mean) / std for r in rewards]
 
 
 def score(trajectories: Iterable[Trajectory], reward: Reward | None = None,
@@ -74,7 +89,8 @@ def score(trajectories: Iterable[Trajectory], reward: Reward | None = None,
 
 def build_samples(trajectories: Iterable[Trajectory], reward: Reward | RewardFn | None = None, *,
                   tasks: Mapping[str, Mapping[str, Any]] | None = None, per_role: bool = False,
-                  eps: float = 1e-6, min_reward: float | None = None,
+                  scale_rewards: str | bool = "group", eps: float = 1e-6,
+                  min_reward: float | None = None,
                   roles: Iterable[str] | None = None, task_ids: Iterable[str] | None = None,
                   models: Iterable[str] | None = None) -> list[Sample]:
     """One `Sample` per recorded model call (calls without token ids are skipped).
@@ -82,6 +98,7 @@ def build_samples(trajectories: Iterable[Trajectory], reward: Reward | RewardFn 
     Advantages are computed over whole groups before any filter, so filtering never
     changes a sample's advantage. `per_role` gives each role its own group baseline: for a
     role, the group is the trajectories of the task that made calls of that role.
+    `scale_rewards` divides by the group's or the batch's std, or not at all (as TRL's).
     """
     scored = score(trajectories, None if reward is None else as_reward(reward), tasks)
     by_group: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -90,9 +107,11 @@ def build_samples(trajectories: Iterable[Trajectory], reward: Reward | RewardFn 
         for role in roles_here:
             by_group[(t.group_id or t.id, role)].append(i)
     adv: dict[tuple[int, str], float] = {}
+    batch_std = statistics.pstdev([r for _, r, _ in scored]) if len(scored) > 1 else 0.0
     for (_, role), members in by_group.items():
-        for i, a in zip(members, group_advantages([scored[i][1] for i in members], eps),
-                        strict=True):
+        advantages = group_advantages([scored[i][1] for i in members], eps,
+                                      scale_rewards=scale_rewards, batch_std=batch_std)
+        for i, a in zip(members, advantages, strict=True):
             adv[(i, role)] = a
     keep_roles = set(roles) if roles is not None else None
     keep_tasks = set(task_ids) if task_ids is not None else None

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from trl import GRPOConfig
@@ -47,7 +47,7 @@ from agents.models import LocalChatModel
 from graph.config import ResearchConfig
 from graph.run import research_many
 from graph.trajectory import Trajectory
-from tools.corpora import Sources, open_corpus
+from tools.corpora import Sources, corpus_of, open_corpus
 from training import rewards
 from training.data import Sample, build_samples
 from training.policy import (
@@ -67,20 +67,36 @@ LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
 LEARNING_RATE = {False: 5e-6, True: 2e-4}  # full fine-tune, LoRA
 
 
-def grpo_config(output_dir: str | Path, *, lora: bool = False, **overrides: Any) -> GRPOConfig:
-    """TRL's GRPOConfig with CPU-friendly defaults (fp32, no gradient checkpointing).
+@dataclass
+class ResearchGRPOConfig(GRPOConfig):
+    """TRL's `GRPOConfig` plus what trajectory-level GRPO over research runs adds."""
+
+    dynamic_sampling: bool = field(default=True, metadata={"help": (
+        "Drop from the update the groups whose rollouts are all right or all wrong (exact "
+        "match), as DAPO's dynamic sampling does: their rewards differ only by shaping terms, "
+        "and training on those taught an earlier run to search less.")})
+
+
+def grpo_config(output_dir: str | Path, *, lora: bool = False, **overrides: Any) -> ResearchGRPOConfig:
+    """`ResearchGRPOConfig` with CPU-friendly defaults (fp32, no gradient checkpointing).
 
     A step is 2 tasks x 4 rollouts (`per_device_train_batch_size=8`, `num_generations=4`);
     the learning rate defaults to 5e-6, or 2e-4 for a LoRA adapter (`lora=True`).
+    Advantages are not divided by the group's std (`scale_rewards="none"`, Dr. GRPO: with a
+    rarely right policy the std comes from shaping terms alone, and dividing by it blows
+    them up to full size), and groups whose correctness does not vary are dropped
+    (`dynamic_sampling=True`); `scale_rewards="group"`, `dynamic_sampling=False` restore
+    plain GRPO.
     """
     values = {"output_dir": str(output_dir), "use_cpu": True, "bf16": False, "report_to": "none",
               "learning_rate": LEARNING_RATE[lora], "num_generations": 4,
               "per_device_train_batch_size": 8, "temperature": 1.0, "epsilon": 0.2, "beta": 0.0,
               "loss_type": "dapo", "num_iterations": 1, "max_grad_norm": 1.0, "save_steps": 10,
-              "max_steps": 20, "seed": 0, "logging_steps": 1}
+              "max_steps": 20, "seed": 0, "logging_steps": 1, "scale_rewards": "none",
+              "dynamic_sampling": True}
     values.update(overrides)
     tasks_per_step(values["per_device_train_batch_size"], values["num_generations"])
-    return GRPOConfig(**values)
+    return ResearchGRPOConfig(**values)
 
 
 def tasks_per_step(batch_size: int, num_generations: int) -> int:
@@ -284,6 +300,19 @@ class GRPOState:
 
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    sampler: dict[str, Any] | None = None  # a task sampler's own state (a curriculum's)
+
+
+class TaskSampler(Protocol):
+    """Where a trainer gets its tasks from when it has no fixed list: `training.curriculum`."""
+
+    def sample(self, n: int) -> list[dict[str, Any]]:
+        """n tasks for the next step."""
+        ...
+
+    def update(self, task: dict[str, Any], outcomes: Sequence[float]) -> None:
+        """How the task's rollouts went (1 right, 0 wrong)."""
+        ...
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -300,9 +329,12 @@ class ResearchGRPOTrainer:
         policy = trainer.train()
 
     `model` is a local spec or a `LocalChatModel` (trained in place); `reward` a `Reward` or
-    a plain callable (default `rewards.default()`); `sources` what the rollouts search (a
-    `tools.corpora.Sources`, or `knowledge=`/`web=` keyword arguments of `research_many`;
-    default: the cached knowledge base of the tasks' documents). `research` configures the
+    a plain callable (default `rewards.default()`); `train_dataset` a list of tasks or a
+    `TaskSampler` (a `training.curriculum.Curriculum`: fresh tasks every step, told how
+    each group went); `sources` what the rollouts search (a `tools.corpora.Sources`, or
+    `knowledge=`/`web=` keyword arguments of `research_many`; default: the cached knowledge
+    base of the tasks' documents; with a sampler, a knowledge base in `output_dir/kb`; with a
+    sampler, every step's task documents are added to the knowledge base). `research` configures the
     rollouts (its temperature is `args.temperature`); `per_role` gives each role its own
     group baseline; `time_budget_s` bounds the training wall time, earlier runs of a resumed
     training included: no step starts that would most likely end past it; `on_step` sees
@@ -314,7 +346,7 @@ class ResearchGRPOTrainer:
     """
 
     def __init__(self, model: str | LocalChatModel, reward: rewards.Reward | rewards.RewardFn | None,
-                 args: GRPOConfig, train_dataset: Sequence[Mapping[str, Any]], *,
+                 args: GRPOConfig, train_dataset: Sequence[Mapping[str, Any]] | TaskSampler, *,
                  peft_config: LoraConfig | None = None, research: ResearchConfig | None = None,
                  sources: Sources | Mapping[str, Any] | None = None, per_role: bool = False,
                  time_budget_s: float | None = None,
@@ -323,8 +355,9 @@ class ResearchGRPOTrainer:
             raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, not {args.loss_type!r}")
         self.args = args
         self.tasks_per_step = tasks_per_step(args.per_device_train_batch_size, args.num_generations)
-        self.tasks = list({str(t["id"]): dict(t) for t in train_dataset}.values())
-        if not self.tasks:
+        self.sampler: TaskSampler | None = train_dataset if hasattr(train_dataset, "sample") else None
+        self.tasks = [] if self.sampler else list({str(t["id"]): dict(t) for t in train_dataset}.values())
+        if self.sampler is None and not self.tasks:
             raise ValueError("GRPO needs tasks (train_dataset is empty)")
         self.reward = rewards.as_reward(reward or rewards.default())
         self.research = (research or ResearchConfig()).model_copy(
@@ -339,6 +372,7 @@ class ResearchGRPOTrainer:
         self.state = GRPOState()
         self._spent, self._started = 0.0, time.perf_counter()
         self._sources_kwargs: dict[str, Any] = {}
+        self._growing_kb: Any = None
 
     def _optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
         from transformers import get_scheduler
@@ -363,6 +397,8 @@ class ResearchGRPOTrainer:
         self._start(resume_from_checkpoint)
         with self._open_sources() as sources:
             self._sources_kwargs = sources
+            if self.sampler is not None and hasattr(sources.get("knowledge"), "ingest"):
+                self._growing_kb = sources["knowledge"]  # fresh tasks bring their documents
             while self.state.step < self.args.max_steps and not self._out_of_time():
                 self._log(self._step())
                 if self.args.save_steps and self.state.step % int(self.args.save_steps) == 0:
@@ -393,6 +429,10 @@ class ResearchGRPOTrainer:
             yield self.sources.as_kwargs()
         elif self.sources is not None:
             yield dict(self.sources)
+        elif self.sampler is not None:
+            from tools.knowledge import KnowledgeBase
+
+            yield {"knowledge": KnowledgeBase(self.output_dir / "kb")}
         else:
             with open_corpus(self.tasks) as sources:
                 yield sources.as_kwargs()
@@ -412,22 +452,52 @@ class ResearchGRPOTrainer:
     def _step(self) -> dict[str, float]:
         """Rollouts of this step's tasks, their scores and samples, and the update."""
         t0 = time.perf_counter()
-        trajectories = self._score(self._rollouts(self._sample_tasks()))
-        samples = self._samples(trajectories)
+        tasks = self._sample_tasks()
+        trajectories = self._score(self._rollouts(tasks))
+        self._book(tasks, trajectories)
+        informative = self._informative(trajectories)
+        samples = self._samples(informative)
         rollout_s = time.perf_counter() - t0
         stats = update(self.policy.model, self.optimizer, samples, self.args,
                        ref_model=self.ref_model, scheduler=self.scheduler)
         self.state.step += 1
         return {"step": self.state.step, **step_metrics(trajectories), **stats,
-                "rollouts": len(trajectories), "samples": len(samples), "rollout_s": rollout_s,
-                "step_s": time.perf_counter() - t0, "lr": self.scheduler.get_last_lr()[0],
-                "elapsed_s": self._elapsed()}
+                "rollouts": len(trajectories), "samples": len(samples),
+                "groups": len({t.group_id for t in trajectories}),
+                "groups_informative": len({t.group_id for t in informative}),
+                "rollout_s": rollout_s, "step_s": time.perf_counter() - t0,
+                "lr": self.scheduler.get_last_lr()[0], "elapsed_s": self._elapsed()}
 
     def _sample_tasks(self) -> list[dict[str, Any]]:
-        """This step's tasks, drawn without replacement from a generator seeded by the step
-        (a resumed run draws what the uninterrupted one would have)."""
+        """This step's tasks: from the sampler (their documents added to the growing knowledge
+        base), or drawn without replacement from the fixed list by a generator seeded by the
+        step (a resumed run draws what the uninterrupted one would have)."""
+        if self.sampler is not None:
+            tasks = self.sampler.sample(self.tasks_per_step)
+            if self._growing_kb is not None:
+                self._growing_kb.ingest(corpus_of(tasks), progress=False)
+            return tasks
         rng = random.Random(self.args.seed * 1_000_003 + self.state.step)
         return rng.sample(self.tasks, min(self.tasks_per_step, len(self.tasks)))
+
+    def _book(self, tasks: Sequence[dict[str, Any]], trajectories: Sequence[Trajectory]) -> None:
+        """Tell the sampler how each task's group went (exact match per rollout)."""
+        if self.sampler is None:
+            return
+        for task in tasks:
+            outcomes = [rewards.exact_match(t) for t in trajectories if t.task_id == str(task["id"])]
+            self.sampler.update(task, outcomes)
+
+    def _informative(self, trajectories: Sequence[Trajectory]) -> list[Trajectory]:
+        """The rollouts of groups whose correctness varies (all of them without
+        `dynamic_sampling`): in a group all right or all wrong, rewards differ by shaping only."""
+        if not getattr(self.args, "dynamic_sampling", False):
+            return list(trajectories)
+        groups: dict[str, list[Trajectory]] = {}
+        for t in trajectories:
+            groups.setdefault(t.group_id or t.id, []).append(t)
+        return [t for group in groups.values()
+                if len({rewards.exact_match(t) for t in group}) > 1 for t in group]
 
     def _rollouts(self, tasks: Sequence[dict[str, Any]]) -> list[Trajectory]:
         """`num_generations` research runs per task with the current policy, all at once."""
@@ -451,9 +521,10 @@ class ResearchGRPOTrainer:
         return out
 
     def _samples(self, trajectories: Sequence[Trajectory]) -> list[Sample]:
-        """One sample per model call, its advantage the trajectory's reward normalised within
-        its task's group (per role with `per_role`): the place to change the estimator."""
-        return build_samples(trajectories, per_role=self.per_role)
+        """One sample per model call, its advantage the trajectory's reward minus its task
+        group's mean (per role with `per_role`), scaled as `args.scale_rewards` says."""
+        return build_samples(trajectories, per_role=self.per_role,
+                             scale_rewards=self.args.scale_rewards)
 
     # ------------------------------------------------------------------ logging, checkpoints
 
@@ -465,6 +536,8 @@ class ResearchGRPOTrainer:
             self.on_step(row)
 
     def _save_checkpoint(self) -> Path:
+        if self.sampler is not None and hasattr(self.sampler, "state_dict"):
+            self.state.sampler = self.sampler.state_dict()
         path = save_weights(self.policy, self.output_dir / f"checkpoint-{self.state.step}")
         torch.save({"optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(),
@@ -484,6 +557,8 @@ class ResearchGRPOTrainer:
         random.setstate(blob["rng"])
         torch.set_rng_state(blob["torch_rng"])
         self.state = GRPOState(**json.loads((ckpt / "grpo_state.json").read_text()))
+        if self.state.sampler is not None and hasattr(self.sampler, "load_state_dict"):
+            self.sampler.load_state_dict(self.state.sampler)
 
 
 def plot_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
@@ -574,6 +649,7 @@ def train_grpo_offline(trajectories: Sequence[Trajectory], *, output_dir: str | 
     return {"samples": len(samples), "updates": history, "output_dir": str(output_dir)}
 
 
-__all__ = ["GRPOState", "ResearchGRPOTrainer", "completion_logps", "grpo_config",
-           "latest_checkpoint", "policy_loss", "reference_model", "step_metrics",
-           "tasks_per_step", "train_grpo", "train_grpo_offline", "update", "with_changes"]
+__all__ = ["GRPOState", "ResearchGRPOConfig", "ResearchGRPOTrainer", "TaskSampler",
+           "completion_logps", "grpo_config", "latest_checkpoint", "policy_loss",
+           "reference_model", "step_metrics", "tasks_per_step", "train_grpo",
+           "train_grpo_offline", "update", "with_changes"]
