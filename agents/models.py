@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -173,6 +174,7 @@ class LocalChatModel(BaseChatModel):
     temperature: float = 0.7
     top_p: float = 1.0
     max_new_tokens: int = 256
+    prompt_examples: bool = True  # False for a policy trained on the formats (see POLICY_CARD)
     seed: int | None = None
     batch_window_ms: float = 5.0
     max_batch_size: int = 8
@@ -198,6 +200,7 @@ class LocalChatModel(BaseChatModel):
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
         model.to(device).eval()
         kwargs.setdefault("model_name", Path(str(path)).name)
+        kwargs.setdefault("prompt_examples", read_policy_card(path).get("prompt_examples", True))
         return cls(model=model, tokenizer=tok, **kwargs)
 
     @property
@@ -302,11 +305,30 @@ _LOADED: dict[str, LocalChatModel] = {}
 _LOAD_LOCK = threading.Lock()
 
 
+POLICY_CARD = "sleuth.json"
+
+
+def read_policy_card(folder: str | Path) -> dict[str, Any]:
+    """What a trained policy's folder says about how to run it (`sleuth.json`; {} if none):
+    `prompt_examples: false` when it was trained on prompts without worked examples."""
+    path = Path(str(folder)) / POLICY_CARD
+    if not path.is_file():
+        return {}
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable policy card: {e}") from None
+    return card if isinstance(card, dict) else {}
+
+
 def load_local(spec: ModelSpec, **kwargs: Any) -> LocalChatModel:
     """A freshly loaded local model (its adapter merged); `kwargs` go to `LocalChatModel`."""
     if not spec.is_local:
         raise ValueError(f"{spec.kind}:{spec.name} is not a local model")
     kwargs.setdefault("model_name", spec.model_name)
+    if spec.adapter is not None:
+        kwargs.setdefault("prompt_examples",
+                          read_policy_card(spec.adapter).get("prompt_examples", True))
     chat = LocalChatModel.from_pretrained(spec.folder, **kwargs)
     if spec.adapter is not None:
         chat.model = with_adapter(chat.model, spec.adapter)

@@ -77,7 +77,8 @@ class Curriculum:
         p = self.tallies[level].rate
         return p * (1 - p)
 
-    def _next_task(self, level: Level) -> dict[str, Any]:
+    def draw(self, level: Level) -> dict[str, Any]:
+        """The next fresh task of a level (a new world is generated when its tasks run out)."""
         queue = self._pending.setdefault(level, [])
         if not queue:
             self.next_seed += 1
@@ -93,7 +94,7 @@ class Curriculum:
     def sample(self, n: int) -> list[dict[str, Any]]:
         """n fresh tasks, their levels drawn by weight."""
         levels = self._rng.choices(list(self.levels), [self.weight(lv) for lv in self.levels], k=n)
-        return [self._next_task(level) for level in levels]
+        return [self.draw(level) for level in levels]
 
     def update(self, task: dict[str, Any], outcomes: Sequence[float]) -> None:
         """Book a group's outcomes (1 right, 0 wrong) for the task's level."""

@@ -12,10 +12,11 @@ passed as `peft_config` as TRL's trainers take it.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.models import LocalChatModel, ModelSpec, parse_spec, with_adapter
+from agents.models import POLICY_CARD, LocalChatModel, ModelSpec, parse_spec, read_policy_card, with_adapter
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -67,7 +68,9 @@ def load_policy(model: str | LocalChatModel, *,
         chat = model
     else:
         spec = _spec(model)
-        chat = LocalChatModel.from_pretrained(spec.folder, model_name=f"policy:{spec.model_name}")
+        card = read_policy_card(spec.adapter) if spec.adapter is not None else {}
+        chat = LocalChatModel.from_pretrained(spec.folder, model_name=f"policy:{spec.model_name}",
+                                              prompt_examples=card.get("prompt_examples", True))
         if spec.adapter is not None:
             chat.model = with_adapter(chat.model, spec.adapter, trainable=peft_config is not None)
     if peft_config is not None and not is_peft(chat.model):
@@ -110,14 +113,18 @@ def restore_weights(chat: LocalChatModel, path: str | Path) -> None:
 
 def save_policy(chat: LocalChatModel, path: str | Path) -> Path:
     """Save a trained policy as a plain HF folder, loadable with `hf:DIR` (LoRA merged into
-    a copy; the adapter itself kept in `DIR/adapter/`)."""
+    a copy; the adapter itself kept in `DIR/adapter/`), with its policy card (`sleuth.json`:
+    whether it runs with the prompts' worked examples)."""
     path = Path(path)
     model = chat.model
+    card = json.dumps({"prompt_examples": chat.prompt_examples}) + "\n"
     if is_peft(model):
         model.save_pretrained(path / "adapter")
+        (path / "adapter" / POLICY_CARD).write_text(card)
         model = copy.deepcopy(model).merge_and_unload()
     model.save_pretrained(path)
     chat.tokenizer.save_pretrained(path)
+    (path / POLICY_CARD).write_text(card)
     return path
 
 

@@ -1,0 +1,121 @@
+"""The evaluation protocol the quality benchmarks share, so their numbers agree.
+
+Held-out sets: a generated world never used for training (seed 2, 200 tasks, 2-3 hops) and
+the first 100 HotpotQA development questions of ../shared/data, each searched in a knowledge
+base of its own tasks' documents. One research configuration (greedy, 3 rounds, 2 searches
+per sub-question, 64 new tokens per call). Evaluations are cached by model, weights, config
+and tasks under $SLEUTH_HOME/runs/evals, so an interrupted benchmark resumes where it
+stopped. Per-task rows are kept, and accuracy changes are reported with a paired bootstrap
+95% interval over tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from graph import ResearchConfig  # noqa: E402
+from tools.documents import read_tasks  # noqa: E402
+from tools.paths import sleuth_home  # noqa: E402
+from tools.worlds import generate_world  # noqa: E402
+from training.evaluate import evaluate  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SLEUTH_SHARED_DATA", ROOT.parent / "shared" / "data"))
+RESULTS = ROOT / "benchmarks" / "results"
+HELDOUT_WORLD = {"seed": 2, "n_tasks": 200, "hops": (2, 3)}
+HOTPOT_TASKS = 100
+EVAL = ResearchConfig(max_rounds=3, max_attempts=2, max_new_tokens=64, temperature=0.0, seed=0)
+ROW_KEYS = ("task_id", "type", "answer", "gold", "em", "f1", "evidence_recall",
+            "citation_precision", "format_rate", "searches", "searches_after_miss",
+            "model_calls", "tokens")
+
+
+def suites(limit: int | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The held-out task sets by name: `world` and `hotpotqa` (the first `limit` of each)."""
+    world = generate_world(HELDOUT_WORLD["seed"], HELDOUT_WORLD["n_tasks"],
+                           hops=HELDOUT_WORLD["hops"]).tasks
+    hotpot = read_tasks(DATA / "hotpotqa_dev.jsonl", HOTPOT_TASKS)
+    return {"world": world[:limit], "hotpotqa": hotpot[:limit]}
+
+
+def digest(path: Path | None) -> str:
+    """A short content hash of a model folder's weights (empty for a packaged model)."""
+    if path is None:
+        return ""
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def evaluate_cached(model: str, suite: str, tasks: Sequence[Mapping[str, Any]], *,
+                    mode: str = "graph", weights: Path | None = None,
+                    config: ResearchConfig = EVAL, say: Callable[[str], None] = print,
+                    ) -> dict[str, Any]:
+    """`training.evaluate.evaluate` on a suite, kept on disk by its inputs and reused."""
+    key = json.dumps([model, digest(weights), mode, config.model_dump(mode="json"),
+                      [t["id"] for t in tasks]])
+    name = f"{suite}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    cached = sleuth_home() / "runs" / "evals" / name
+    if cached.exists():
+        say(f"{suite} / {model} / {mode}: kept from an earlier run")
+        return json.loads(cached.read_text())
+    say(f"{suite} / {model} / {mode}: {len(tasks)} tasks")
+    result = evaluate(list(tasks), model=model, mode=mode, concurrency=8, config=config)  # type: ignore[arg-type]
+    result["tasks"] = suite
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(result, default=str))
+    return result
+
+
+def rows(result: Mapping[str, Any], run: str) -> list[dict[str, Any]]:
+    """A run's per-task rows, trimmed to what the results files keep."""
+    return [{k: r.get(k) for k in ROW_KEYS} for r in result["runs"][run]["per_task"]]
+
+
+def summary(rows_: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Means (EM and F1 in percent) overall and by question type, with counts."""
+    def mean(rs: Sequence[Mapping[str, Any]], k: str) -> float:
+        return sum(float(r[k] or 0) for r in rs) / len(rs) if rs else 0.0
+
+    def block(rs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        return {"n": len(rs), "em": round(100 * mean(rs, "em"), 1), "f1": round(100 * mean(rs, "f1"), 1),
+                "right": int(sum(float(r["em"] or 0) for r in rs)),
+                **{k: round(mean(rs, k), 3) for k in ("evidence_recall", "format_rate", "searches",
+                                                       "searches_after_miss", "model_calls", "tokens")}}
+    types = sorted({str(r["type"]) for r in rows_})
+    return {"all": block(rows_), **{t: block([r for r in rows_ if str(r["type"]) == t]) for t in types}}
+
+
+def paired(before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]], *,
+           metric: str = "em", resamples: int = 10_000, seed: int = 0) -> dict[str, Any]:
+    """The mean gain (points) of `after` over `before` on the same tasks, its paired bootstrap
+    95% interval, and how many tasks were gained and lost."""
+    a = {r["task_id"]: float(r[metric] or 0) for r in before}
+    b = {r["task_id"]: float(r[metric] or 0) for r in after}
+    ids = sorted(a.keys() & b.keys())
+    if len(ids) != len(a) or len(ids) != len(b):
+        raise ValueError("paired comparisons need the same tasks on both sides")
+    diffs = [b[i] - a[i] for i in ids]
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(resamples))
+    return {"gain": round(100 * sum(diffs) / len(diffs), 1),
+            "ci95": [round(100 * means[int(0.025 * resamples)], 1),
+                     round(100 * means[int(0.975 * resamples) - 1], 1)],
+            "gained": sum(d > 0 for d in diffs), "lost": sum(d < 0 for d in diffs), "n": len(ids)}
+
+
+def write(name: str, data: Mapping[str, Any]) -> Path:
+    """Write `benchmarks/results/<name>.json`."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path

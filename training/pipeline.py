@@ -1,0 +1,186 @@
+"""The staged recipe: a supervised warm start, then RL — one LoRA adapter through every stage.
+
+    chains  SFT on rationale-chain demonstrations of generated tasks (`training.rationales`):
+            the agents' own prompts, the gold chain's replies;
+    rft     rejection sampling / expert iteration: the policy's own runs of fresh generated
+            tasks, sampled at a low temperature, the exactly right ones kept, SFT on them;
+    grpo    trajectory-level GRPO over a curriculum of fresh generated tasks
+            (`training.curriculum`), Dr. GRPO advantages and dynamic sampling.
+
+Each stage continues the previous stage's adapter in memory and saves it to
+`output_dir/<stage>/` (a plain HF folder, loadable with `hf:DIR`, the adapter in `adapter/`);
+a finished stage is not run again (its adapter is loaded back), so an interrupted pipeline
+resumes at the stage it was in (GRPO from its last checkpoint). Each stage has its own
+wall-clock budget. Training worlds use seeds from `first_seed` on: keep them clear of any
+held-out world. With `prompt_examples=False` (the default) the policy is trained, and later
+run, on prompts without the worked examples: it learns the formats from the demonstrations,
+and every call is a few hundred tokens shorter.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from agents.models import LocalChatModel, with_adapter
+from graph.config import ResearchConfig
+from graph.run import research_many
+from tools.corpora import cached_kb, corpus_of
+from training import rewards
+from training.curriculum import Curriculum
+from training.grpo import ResearchGRPOTrainer, grpo_config
+from training.policy import load_policy, lora_config
+from training.rationales import demonstrations
+from training.sft import train_sft
+
+STAGES = ("chains", "rft", "grpo")
+
+
+@dataclass
+class PipelineConfig:
+    """What the pipeline trains, how long each stage may run, and on what."""
+
+    output_dir: str
+    model: str | LocalChatModel = "local:smollm2"
+    stages: tuple[str, ...] = ("chains", "grpo")
+    minutes: dict[str, float] = field(default_factory=lambda: {"chains": 25.0, "rft": 15.0,
+                                                               "grpo": 35.0})
+    lora_r: int = 8
+    prompt_examples: bool = False
+    research: ResearchConfig = field(default_factory=lambda: ResearchConfig(
+        max_rounds=3, max_attempts=2, max_new_tokens=64))
+    chain_tasks: int = 400
+    rft_tasks: int = 48
+    rft_temperature: float = 0.3
+    first_seed: int = 1_000_000
+    grpo: dict[str, Any] = field(default_factory=lambda: {
+        "learning_rate": 1e-4, "temperature": 0.7, "num_generations": 4,
+        "per_device_train_batch_size": 8, "max_steps": 200, "save_steps": 2})
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stages {unknown}: the stages are {', '.join(STAGES)}")
+
+
+Log = Callable[[str], None]
+
+
+def run_pipeline(cfg: PipelineConfig, log: Log = print) -> dict[str, Any]:
+    """Run the configured stages in order; returns each stage's record (also written to
+    `output_dir/pipeline.json`)."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    chat = load_policy(cfg.model, peft_config=lora_config(cfg.lora_r))
+    chat.prompt_examples = cfg.prompt_examples
+    records: dict[str, Any] = {}
+    for stage in cfg.stages:
+        folder = out / stage
+        record_file = folder / "stage.json"
+        if record_file.exists():
+            log(f"{stage}: done earlier, loading its adapter")
+            _load_adapter(chat, folder)
+            records[stage] = json.loads(record_file.read_text())
+            continue
+        t0 = time.perf_counter()
+        log(f"{stage}: up to {cfg.minutes.get(stage, 0):g} minutes")
+        record = {"chains": _chains, "rft": _rft, "grpo": _grpo}[stage](chat, cfg, folder, log)
+        record.update(stage=stage, minutes=round((time.perf_counter() - t0) / 60, 2),
+                      checkpoint=f"hf:{folder}")
+        record_file.write_text(json.dumps(record, indent=1) + "\n")
+        records[stage] = record
+    config = {**{f.name: getattr(cfg, f.name) for f in fields(cfg)
+                 if f.name not in ("model", "research")},
+              "model": cfg.model if isinstance(cfg.model, str) else cfg.model.model_name,
+              "research": cfg.research.model_dump(mode="json")}
+    (out / "pipeline.json").write_text(json.dumps({"config": config, "stages": records},
+                                                  indent=1) + "\n")
+    return records
+
+
+def _load_adapter(chat: LocalChatModel, folder: Path) -> None:
+    """Put a finished stage's adapter back on the policy, trainable."""
+    base = getattr(chat.model, "get_base_model", lambda: chat.model)()
+    chat.model = with_adapter(base, folder / "adapter", trainable=True)
+    chat.close()
+
+
+def _training_tasks(cfg: PipelineConfig, n: int, offset: int) -> list[dict[str, Any]]:
+    """n fresh generated tasks from every curriculum level, seeds from first_seed + offset."""
+    curriculum = Curriculum(first_seed=cfg.first_seed + offset, seed=cfg.seed + offset)
+    levels = list(curriculum.levels)
+    tasks = [curriculum.draw(levels[i % len(levels)]) for i in range(n)]
+    random.Random(cfg.seed).shuffle(tasks)
+    return tasks
+
+
+def _chains(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -> dict[str, Any]:
+    """SFT on the teacher's rationale-chain runs of fresh generated tasks."""
+    tasks = _training_tasks(cfg, cfg.chain_tasks, offset=0)
+    config = cfg.research.model_copy(update={"temperature": 0.0,
+                                             "prompt_examples": cfg.prompt_examples})
+    demos = demonstrations(tasks, knowledge=cached_kb(corpus_of(tasks)), config=config)
+    log(f"chains: {len(demos)} right demonstrations of {len(tasks)} tasks")
+    if not demos:
+        raise ValueError(f"no demonstration of {len(tasks)} tasks was right: with max_rounds="
+                         f"{cfg.research.max_rounds} a chain of more hops cannot be played out")
+    stats = train_sft(demos, model=chat, reward=rewards.exact_match, min_reward=1.0,
+                      output_dir=folder, epochs=3,
+                      time_budget_s=60 * cfg.minutes.get("chains", 0))
+    return {"tasks": len(tasks), "demonstrations": len(demos), **_sft_stats(stats)}
+
+
+def _rft(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -> dict[str, Any]:
+    """Expert iteration: sample the policy on fresh tasks, SFT on its exactly right runs."""
+    budget = 60 * cfg.minutes.get("rft", 0)
+    t0 = time.perf_counter()
+    tasks = _training_tasks(cfg, cfg.rft_tasks, offset=100_000)
+    config = cfg.research.model_copy(update={"temperature": cfg.rft_temperature,
+                                             "seed": cfg.seed})
+    results = research_many(tasks, samples_per_task=4, concurrency=8, model=chat,
+                            knowledge=cached_kb(corpus_of(tasks)), config=config)
+    right = [r.trajectory for r in results
+             if r.trajectory is not None and rewards.exact_match(r.trajectory) == 1.0]
+    log(f"rft: {len(right)} of {len(results)} sampled runs exactly right")
+    if not right:
+        return {"sampled": len(results), "right": 0, "trained": False}
+    stats = train_sft(right, model=chat, reward=rewards.exact_match, min_reward=1.0,
+                      output_dir=folder, epochs=2,
+                      time_budget_s=max(60.0, budget - (time.perf_counter() - t0)))
+    return {"sampled": len(results), "right": len(right), **_sft_stats(stats)}
+
+
+def _grpo(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -> dict[str, Any]:
+    """GRPO over a curriculum of fresh tasks, continuing the adapter."""
+    curriculum = Curriculum(first_seed=cfg.first_seed + 200_000, seed=cfg.seed)
+    args = grpo_config(folder, lora=True, seed=cfg.seed, **cfg.grpo)
+    trainer = ResearchGRPOTrainer(
+        chat, rewards.default(), args, train_dataset=curriculum,
+        research=cfg.research.model_copy(update={"prompt_examples": None}),
+        time_budget_s=60 * cfg.minutes.get("grpo", 0),
+        on_step=lambda r: log(f"grpo step {r['step']}: reward {r['reward/reward']:.3f} "
+                              f"em {r['em']:.2f} informative groups {r['groups_informative']}"))
+    trainer.train(resume_from_checkpoint=True)
+    history = trainer.state.history
+    return {"steps": len(history), "train_s": history[-1]["elapsed_s"] if history else 0.0,
+            "rollouts": sum(r["rollouts"] for r in history),
+            "informative_groups": sum(r["groups_informative"] for r in history),
+            "groups": sum(r["groups"] for r in history), "curriculum": curriculum.state(),
+            "train_em_first5": _mean(history[:5], "em"), "train_em_last5": _mean(history[-5:], "em")}
+
+
+def _sft_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: stats[k] for k in ("samples", "trajectories", "steps", "first_loss", "last_loss")}
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
+    return round(sum(r[key] for r in rows) / len(rows), 4) if rows else None
+
+
+__all__ = ["STAGES", "PipelineConfig", "run_pipeline"]
