@@ -20,7 +20,7 @@ from graph.store import TrajectoryStore
 from graph.trajectory import Trajectory
 from training import rewards
 from training.data import Sample, build_samples, to_dataset
-from training.policy import load_policy, peft_config_from, save_policy
+from training.policy import is_peft, load_policy, peft_config_from, save_policy
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -109,7 +109,7 @@ def train_sft(trajectories: TrajectoryStore | list[Trajectory], *, output_dir: s
     args = SFTConfig(output_dir=str(out / "trainer"), use_cpu=True, bf16=False,
                      report_to="none", per_device_train_batch_size=batch_size,
                      num_train_epochs=epochs, max_steps=max_steps,
-                     learning_rate=learning_rate or LEARNING_RATE[peft_config is not None],
+                     learning_rate=learning_rate or LEARNING_RATE[is_peft(chat.model)],
                      logging_steps=1, save_strategy="no", max_length=None, **sft_args)
     trainer = SFTTrainer(model=chat.model, args=args,
                          train_dataset=to_dataset(samples).select_columns(["input_ids", "labels"]),
