@@ -131,8 +131,8 @@ def _chains(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -
         raise ValueError(f"no demonstration of {len(tasks)} tasks was right: with max_rounds="
                          f"{cfg.research.max_rounds} a chain of more hops cannot be played out")
     stats = train_sft(demos, model=chat, reward=rewards.exact_match, min_reward=1.0,
-                      output_dir=folder, epochs=3,
-                      time_budget_s=60 * cfg.minutes.get("chains", 0))
+                      output_dir=folder, epochs=3, time_budget_s=60 * cfg.minutes.get("chains", 0),
+                      train_sampling_strategy="group_by_length")  # batches of like lengths: less padding
     return {"tasks": len(tasks), "demonstrations": len(demos), **_sft_stats(stats)}
 
 
