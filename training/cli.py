@@ -165,6 +165,41 @@ def sft_command(
               f"policy in {output} (use --model hf:{output})", soft_wrap=True)
 
 
+def _minutes(text: str) -> dict[str, float]:
+    """`chains=25,grpo=35` as {stage: minutes}."""
+    try:
+        return {k.strip(): float(v) for k, v in (kv.split("=") for kv in text.split(",") if kv)}
+    except ValueError:
+        _fail(f"--minutes takes stage=minutes pairs, e.g. chains=25,grpo=35, not {text!r}")
+
+
+@train_app.command("pipeline")
+def pipeline_command(
+    output: Annotated[Path, typer.Option("--output", help="Output folder (a folder per stage).")],
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "local:smollm2",
+    stages: Annotated[str, typer.Option(help="Stages in order: chains, rft, grpo.")] = "chains,grpo",
+    minutes: Annotated[str, typer.Option(help="Wall-clock budget per stage.")] = "chains=25,grpo=35",
+    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 8,
+    prompt_examples: Annotated[bool, typer.Option(
+        help="Train (and later run) with the prompts' worked examples.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """The staged recipe: SFT on rationale chains, (rejection sampling,) GRPO on a curriculum."""
+    from training.pipeline import PipelineConfig, run_pipeline
+
+    try:
+        cfg = PipelineConfig(output_dir=str(output), model=model,
+                             stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
+                             minutes=_minutes(minutes), lora_r=lora_r,
+                             prompt_examples=prompt_examples, seed=seed)
+        records = run_pipeline(cfg, log=lambda line: err.print(line, highlight=False))
+    except (ValueError, FileNotFoundError, ImportError, OSError) as e:
+        _fail(str(e))
+    last = list(records)[-1]
+    err.print(f"trained policy in {output / last} (use --model hf:{output / last}); stage "
+              f"records in {output / 'pipeline.json'}", soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add the training commands to the `sleuth` app."""
     app.command("eval")(eval_command)
