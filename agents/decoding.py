@@ -190,29 +190,19 @@ class Batcher:
     # ------------------------------------------------------------------ the loop
 
     def _take(self, block: bool, room: int) -> list[tuple[GenerationRequest, Future]]:
+        """Up to `room` queued requests: when `block`, wait for a first one, then gather those
+        arriving within the batch window; else only those already queued."""
         items: list[tuple[GenerationRequest, Future]] = []
-        if room <= 0:
-            return items
-        if block:
-            first = self._queue.get()
-            if first is None:
-                self._closed = True
-                return items
-            items.append(first)
-            deadline = time.monotonic() + self.window_s
-            while len(items) < room:
-                try:
-                    nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._closed = True
-                    break
-                items.append(nxt)
-            return items
+        deadline = None
         while len(items) < room:
             try:
-                nxt = self._queue.get_nowait()
+                if block and not items:
+                    nxt = self._queue.get()
+                    deadline = time.monotonic() + self.window_s
+                elif deadline is not None:
+                    nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                else:
+                    nxt = self._queue.get_nowait()
             except queue.Empty:
                 break
             if nxt is None:

@@ -61,23 +61,28 @@ class Document(BaseModel):
         return cls(doc_id=str(doc_id), title=title, text=text, url=d.get("url"), metadata=meta)
 
 
-def _read_jsonl(path: Path) -> Iterator[Document]:
-    with path.open(encoding="utf-8") as fh:
+def _json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line; a clear error names a bad line."""
+    with Path(path).open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            try:
-                if isinstance(row, dict) and isinstance(row.get("docs"), list):  # a task line
-                    for d in row["docs"]:
-                        yield Document.from_dict({**d, "source": row.get("source")})
-                else:
-                    yield Document.from_dict(row)
-            except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: {e}") from None
+
+
+def _read_jsonl(path: Path) -> Iterator[Document]:
+    for lineno, row in _json_lines(path):
+        try:
+            if isinstance(row, dict) and isinstance(row.get("docs"), list):  # a task line
+                for d in row["docs"]:
+                    yield Document.from_dict({**d, "source": row.get("source")})
+            else:
+                yield Document.from_dict(row)
+        except ValueError as e:
+            raise ValueError(f"{path}:{lineno}: {e}") from None
 
 
 def _read_text(path: Path, root: Path) -> Document:
@@ -142,17 +147,10 @@ def as_documents(docs: Iterable[Document | dict[str, Any]]) -> Iterator[Document
 def read_tasks(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
     """Rows of a task JSONL file (the ../shared/data format), at most `limit`."""
     rows: list[dict[str, Any]] = []
-    with Path(path).open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if limit is not None and len(rows) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("question"), str):
-                raise ValueError(f"{path}:{lineno}: a task needs a 'question' string")
-            rows.append(row)
+    for lineno, row in _json_lines(path):
+        if limit is not None and len(rows) >= limit:
+            break
+        if not isinstance(row, dict) or not isinstance(row.get("question"), str):
+            raise ValueError(f"{path}:{lineno}: a task needs a 'question' string")
+        rows.append(row)
     return rows
