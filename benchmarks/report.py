@@ -1,0 +1,392 @@
+"""Render the README's results tables from benchmarks/results/*.json.
+
+Every results table in README.md sits between two markers and is written by this script,
+never by hand:
+
+    <!-- report:NAME -->
+    (the rendered table NAME)
+    <!-- /report:NAME -->
+
+`python benchmarks/report.py` rewrites every such region (nothing outside the markers
+changes). `--check` exits 1, printing a unified diff, when README.md is not what it would
+write, and also when a results file holds an absolute machine path (it prints which);
+otherwise 0. `--print NAME` prints one table. A table whose results file is missing, or still
+in an older schema, renders as a one-line italic note naming the script that writes it.
+Output is deterministic: fixed float formats, fixed or sorted row order.
+
+Usage: python benchmarks/report.py [--check | --print NAME] [--readme PATH] [--results DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RESULTS = ROOT / "benchmarks" / "results"
+REGION = re.compile(r"<!-- report:([\w-]+) -->(.*?)<!-- /report:\1 -->", re.S)
+OPENING = re.compile(r"<!-- report:([\w-]+) -->")
+MACHINE_PATH = re.compile(r'"(hf:)?/(root|home|tmp|work)/')
+
+SUITES = ("world", "hotpotqa")
+RUN_NAMES = {"graph": "(a) full graph", "retrieval-title": "(b) retrieval only: top passage's title",
+             "retrieval-sentence": "(b) retrieval only: its best sentence",
+             "oracle": "(c) oracle selector (gold passages)"}
+STAGE_NAMES = {"chains": "+ `chains`: SFT on rationale chains",
+               "rft": "+ `rft`: rejection-sampling SFT", "grpo": "+ `grpo`: GRPO on a curriculum"}
+
+Json = dict[str, Any]
+Renderer = Callable[[Path], str]
+TABLES: dict[str, Renderer] = {}
+
+
+class Note(Exception):
+    """A table that cannot be rendered yet; its message is the note shown in its place."""
+
+
+def table(name: str) -> Callable[[Renderer], Renderer]:
+    """Register a render function (results folder -> Markdown) as the table `name`."""
+    def register(fn: Renderer) -> Renderer:
+        TABLES[name] = fn
+        return fn
+    return register
+
+
+def load(results: Path, name: str, key: str) -> Json:
+    """`results/<name>.json`; a Note if it is missing or lacks `key` (an older schema)."""
+    path, script = results / f"{name}.json", f"benchmarks/{name}.py"
+    if not path.exists():
+        raise Note(f"*No results yet: `python {script}` writes `benchmarks/results/{name}.json`.*")
+    data = json.loads(path.read_text())
+    if key not in data:
+        raise Note(f"*Not yet regenerated: run `python {script}` "
+                   f"(`benchmarks/results/{name}.json` is in an older schema).*")
+    return data
+
+
+def markdown(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def goal(text: str, met: bool) -> str:
+    """`(goal X: met)` or `(goal X: missed)`."""
+    return f"(goal {text}: {'met' if met else 'missed'})"
+
+
+def signed(x: float) -> str:
+    """A signed number with one decimal."""
+    return f"{x:+.1f}"
+
+
+def interval(ci: Sequence[float] | None) -> str:
+    """A 95% interval as `[lo, hi]` (signed), or a dash."""
+    return f"[{signed(ci[0])}, {signed(ci[1])}]" if ci else "–"
+
+
+def ordered(keys: Iterable[str], known: Sequence[str]) -> list[str]:
+    """The known keys in their given order, then the others sorted."""
+    keys = list(keys)
+    return [k for k in known if k in keys] + sorted(k for k in keys if k not in known)
+
+
+# --- baselines.json -------------------------------------------------------------------------
+
+def baseline_runs(data: Json) -> Iterable[tuple[str, str, Json]]:
+    """(suite, run, summary) of every run present, suites and runs in a fixed order."""
+    for suite in ordered(data["suites"], SUITES):
+        runs = data["suites"][suite]
+        for run in ordered(runs, list(RUN_NAMES)):
+            yield suite, run, runs[run]["summary"]
+
+
+@table("baselines")
+def baselines(results: Path) -> str:
+    """Every baseline run overall: accuracy, evidence, search behaviour, format."""
+    rows = []
+    for suite, run, s in baseline_runs(load(results, "baselines", "suites")):
+        a, model = s["all"], s["all"]["model_calls"] > 0
+        rows.append([suite, RUN_NAMES.get(run, run), str(a["n"]), f"{a['em']:.1f}", f"{a['f1']:.1f}",
+                     f"{a['evidence_recall']:.2f}", f"{a['searches']:.1f}",
+                     f"{a['searches_after_miss']:.1f}" if model else "–",
+                     f"{a['format_rate']:.2f}" if model else "–"])
+    return markdown(["suite", "run", "n", "EM %", "F1 %", "evidence recall", "searches",
+                     "after a miss", "format"], rows)
+
+
+@table("baselines_by_type")
+def baselines_by_type(results: Path) -> str:
+    """EM and F1 of every baseline run by question type."""
+    rows = [[suite, RUN_NAMES.get(run, run), kind, str(b["n"]), f"{b['em']:.1f}", f"{b['f1']:.1f}"]
+            for suite, run, s in baseline_runs(load(results, "baselines", "suites"))
+            for kind, b in sorted(s.items()) if kind != "all"]
+    return markdown(["suite", "run", "type", "n", "EM %", "F1 %"], rows)
+
+
+# --- learning.json --------------------------------------------------------------------------
+
+def type_em(summary: Json, kind: str) -> str:
+    """EM % of one question type, or a dash where the suite has none."""
+    return f"{summary[kind]['em']:.1f}" if kind in summary else "–"
+
+
+def policy_row(name: str, minutes: str, evaluation: Json) -> list[str]:
+    """One policy's row of the learning table."""
+    w, h = evaluation["world"]["summary"], evaluation["hotpotqa"]["summary"]
+    a = w["all"]
+    return [name, minutes, f"{a['em']:.1f}", f"{a['f1']:.1f}", type_em(w, "bridge"),
+            type_em(w, "comparison"), f"{h['all']['em']:.1f}", f"{h['all']['f1']:.1f}",
+            f"{a['format_rate']:.2f}", f"{a['searches']:.2f} / {a['searches_after_miss']:.2f}"]
+
+
+def stage_order(data: Json) -> list[str]:
+    """The training stages in the order they ran."""
+    return list(data["summary"].get("stages") or data["stages"])
+
+
+@table("learning")
+def learning(results: Path) -> str:
+    """The untrained policy and the policy after each training stage, on the held-out sets."""
+    data = load(results, "learning", "comparisons")
+    rows = [policy_row("untrained", "–", data["before"])]
+    for stage in stage_order(data):
+        ev = data["stages"][stage]
+        rows.append(policy_row(STAGE_NAMES.get(stage, f"+ `{stage}`"),
+                               f"{float(ev['record']['minutes']):.1f}", ev))
+    return markdown(["policy", "training minutes", "world EM %", "world F1 %", "bridge EM %",
+                     "comparison EM %", "HotpotQA EM %", "HotpotQA F1 %", "format",
+                     "searches / after a miss (world)"], rows)
+
+
+def comparison_row(name: str, c: Json) -> list[str]:
+    """One paired comparison: gain, interval, tasks gained and lost."""
+    return [name, signed(c["gain"]), interval(c["ci95"]), str(c["gained"]), str(c["lost"]), str(c["n"])]
+
+
+def versus_rows(before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]],
+                ) -> tuple[str, str, str]:
+    """Tasks gained, lost and paired (EM) between two per-task row lists; dashes if unpaired."""
+    a, b = ({r["task_id"]: float(r["em"] or 0) for r in rs} for rs in (before, after))
+    if not a or a.keys() != b.keys():
+        return "–", "–", "–"
+    return (str(sum(b[i] > a[i] for i in a)), str(sum(b[i] < a[i] for i in a)), str(len(a)))
+
+
+@table("learning_comparisons")
+def learning_comparisons(results: Path) -> str:
+    """Paired EM gains of the final policy (bootstrap 95% intervals) and the title baseline."""
+    data = load(results, "learning", "comparisons")
+    comps, stages = data["comparisons"], stage_order(data)
+    rows = [comparison_row("held-out world: final vs untrained", comps["world_after_vs_before"]),
+            comparison_row("HotpotQA: final vs untrained", comps["hotpotqa_after_vs_before"])]
+    if comps.get("rl_stage_vs_warm_start"):
+        rows.append(comparison_row(f"held-out world: after `{stages[-1]}` vs after `{stages[-2]}`",
+                                   comps["rl_stage_vs_warm_start"]))
+    title, final = data["hotpotqa_retrieval_title"], data["stages"][stages[-1]]["hotpotqa"]
+    em = title["summary"]["all"]["em"]
+    rows.append([f"HotpotQA: final vs the retrieval-only title baseline (EM {em:.1f} %)",
+                 signed(final["summary"]["all"]["em"] - em), "–",
+                 *versus_rows(title["per_task"], final["per_task"])])
+    return markdown(["comparison", "EM gain (points)", "95% CI", "gained", "lost", "n"], rows)
+
+
+@table("learning_examples")
+def learning_examples(results: Path) -> str:
+    """The final policy with and without the worked examples in its prompts."""
+    p = load(results, "learning", "comparisons")["prompt_examples"]
+    d = p["with_minus_without"]
+    rows = [["without worked examples", f"{p['em_without']:.1f}", f"{p['tokens_per_call_without']:.0f}"],
+            ["with worked examples", f"{p['em_with']:.1f}", f"{p['tokens_per_call_with']:.0f}"],
+            ["with − without", f"{signed(d['gain'])} {interval(d['ci95'])}; "
+                               f"{d['gained']} gained, {d['lost']} lost",
+             f"{p['tokens_per_call_with'] - p['tokens_per_call_without']:+.0f}"]]
+    return markdown([f"final policy, first {p['n']} held-out world tasks", "EM %", "tokens per call"],
+                    rows)
+
+
+# --- rollouts.json, train_step.json ---------------------------------------------------------
+
+@table("rollouts")
+def rollouts(results: Path) -> str:
+    """Concurrent against sequential research runs, orchestration share, batch-1 decode."""
+    r = load(results, "rollouts", "decode")
+    n, dec, s = r["runs"], r["decode"], r["summary"]
+    rows = [[f"{n} research runs, sequential",
+             f"{r['sequential_s']:.1f} s, {r['sequential_traj_per_min']:.2f} trajectories/min"],
+            [f"{n} concurrent (continuous batching)",
+             f"{r['concurrent_s']:.1f} s, {r['concurrent_traj_per_min']:.2f} trajectories/min"],
+            ["**speedup**", f"**{s['concurrent_speedup']:.2f}×** "
+                            f"{goal('3×', s['concurrent_speedup'] >= 3)}"],
+            ["answers identical to the sequential runs", f"{r['identical_answers']} of {n}"],
+            ["rows decoding together at each admission, mean / max",
+             f"{r['mean_batch_size']:.1f} / {r['max_batch_size']}"],
+            ["orchestration per run (instant replay, median)",
+             f"{1000 * r['orchestration_s_per_run']:.1f} ms of {r['wall_s_per_run']:.1f} s: "
+             f"**{s['orchestration_share']:.2%}** of wall time "
+             f"{goal('≤ 2%', s['orchestration_share'] <= 0.02)}; "
+             f"{r['replays_matching']} of {n} replays reproduced their answers"],
+            ["batch-1 decode", f"**{dec['ours_tok_s']:.1f} tok/s** "
+                               f"(transformers' `generate`: {dec['hf_generate_tok_s']:.1f} tok/s)"],
+            ["memory-bandwidth limit",
+             f"{dec['bandwidth_limit_tok_s']:.1f} tok/s ({dec['weight_mb']:.0f} MB of weights per "
+             f"token, {dec['copy_bandwidth_gb_s']:.1f} GB/s copy bandwidth): decode runs at "
+             f"{dec['share_of_limit']:.0%} of it"]]
+    return markdown(["", "measured"], rows)
+
+
+@table("train_step")
+def train_step(results: Path) -> str:
+    """One GRPO step, ours against TRL's GRPOTrainer: median seconds and peak memory."""
+    r = load(results, "train_step", "median")
+    med, s = r["median"], r["summary"]
+    time_, memory = s["time_ratio_vs_trl"], s["memory_ratio_vs_trl"]
+    rows = [["ours (`training.grpo`: batched sampling + `update`)", f"{med['ours']['seconds']:.1f}",
+             f"{med['ours']['peak_rss_mb']:,.0f} MB"],
+            ["TRL `GRPOTrainer`", f"{med['trl']['seconds']:.1f}", f"{med['trl']['peak_rss_mb']:,.0f} MB"],
+            ["**ratio**", f"**{time_:.2f}×** {goal('≤ 1.3×', time_ <= 1.3)}",
+             f"**{memory:.2f}×** {goal('≤ 1.2×', memory <= 1.2)}"]]
+    runs = len(r["runs"]["ours"])
+    return markdown([f"median of {runs}", "seconds per step", "peak RSS"], rows)
+
+
+# --- retrieval.json -------------------------------------------------------------------------
+
+def best_bold(values: Mapping[str, float], modes: Sequence[str]) -> list[str]:
+    """The recalls of `modes` to three decimals, the best ones bold."""
+    top = max(values[m] for m in modes)
+    return [f"**{values[m]:.3f}**" if values[m] == top else f"{values[m]:.3f}" for m in modes]
+
+
+@table("retrieval_quality")
+def retrieval_quality(results: Path) -> str:
+    """Gold-document recall@5 by search mode, on two corpora."""
+    r = load(results, "retrieval", "recall_union")
+    modes = ("vector", "fts", "hybrid")
+    rows = [[f"union of those questions' paragraphs ({r['recall_union']['chunks']:,} chunks)",
+             *best_bold(r["recall_union"], modes)]]
+    if "recall_10k" in r:
+        rows.append([f"all paragraphs of ../shared/data, topped up with world pages "
+                     f"({r['latency_10k']['chunks']:,} chunks)", *best_bold(r["recall_10k"], modes)])
+    return markdown(["corpus searched", "vector", "FTS", "hybrid"], rows)
+
+
+@table("retrieval_ingest")
+def retrieval_ingest(results: Path) -> str:
+    """`KnowledgeBase.ingest` against the raw embedder on the same chunks."""
+    i = load(results, "retrieval", "ingest")["ingest"]
+    rows = [[str(i["documents"]), f"{i['chunks']:,}", str(i["repeats"]), f"{i['raw_embed_s']:.1f} s",
+             f"{i['ingest_s']:.1f} s",
+             f"**{i['ingest_overhead']:.3f}×** {goal('≤ 1.10', i['ingest_overhead'] <= 1.10)}",
+             f"{i['raw_chunks_per_s']:.1f} / {i['ingest_chunks_per_s']:.1f}"]]
+    return markdown(["documents", "chunks", "median of", "raw embedder", "`ingest`", "ingest / raw",
+                     "chunks/s raw / ingest"], rows)
+
+
+def vector_index(block: Json) -> str:
+    """The vector index a latency block names (its other indices are full-text)."""
+    if "vector_index" in block:
+        return str(block["vector_index"])
+    return ", ".join(sorted(set(block.get("indices", [])) - {"FTS"})) or "none (exact)"
+
+
+@table("retrieval_latency")
+def retrieval_latency(results: Path) -> str:
+    """Search latency p50 / p95 by mode at each corpus size."""
+    r = load(results, "retrieval", "latency_10k")
+    rows = [[f"{b['chunks']:,}", str(b["vectors"]), vector_index(b),
+             *(f"{b[m]['p50_ms']:.1f} / {b[m]['p95_ms']:.1f} ms" for m in ("vector", "fts", "hybrid"))]
+            for b in (r[k] for k in ("latency_10k", "latency_100k") if k in r)]
+    return markdown(["chunks", "vectors", "index", "vector p50 / p95", "FTS p50 / p95",
+                     "hybrid p50 / p95"], rows)
+
+
+# --- the README -----------------------------------------------------------------------------
+
+def render(name: str, results: Path = RESULTS) -> str:
+    """Table `name` as Markdown, or its italic note where its results are not there yet."""
+    try:
+        return TABLES[name](results)
+    except Note as note:
+        return str(note)
+
+
+def rewrite(text: str, results: Path = RESULTS) -> str:
+    """The README text with every marked region holding its freshly rendered table; a
+    ValueError for a marker naming no table or left unclosed."""
+    names = OPENING.findall(text)
+    unknown = sorted(set(names) - set(TABLES))
+    if unknown:
+        raise ValueError(f"README marks unknown tables: {', '.join(unknown)} (known: {', '.join(TABLES)})")
+    if len(names) != len(REGION.findall(text)):
+        raise ValueError("README has a `<!-- report:NAME -->` marker without its `<!-- /report:NAME -->`")
+    return REGION.sub(lambda m: f"<!-- report:{m[1]} -->\n\n{render(m[1], results)}\n\n"
+                                f"<!-- /report:{m[1]} -->", text)
+
+
+def machine_paths(results: Path = RESULTS) -> list[str]:
+    """`file:line: text` of every absolute machine path in the results files."""
+    return [f"{path.name}:{n}: {line.strip()[:120]}"
+            for path in sorted(results.glob("*.json"))
+            for n, line in enumerate(path.read_text().splitlines(), 1) if MACHINE_PATH.search(line)]
+
+
+def check(readme: Path, results: Path) -> int:
+    """1 (printing why) if README.md is stale or a results file holds a machine path, else 0."""
+    text = readme.read_text()
+    diff = list(difflib.unified_diff(text.splitlines(keepends=True),
+                                     rewrite(text, results).splitlines(keepends=True),
+                                     f"{readme.name} (as it is)", f"{readme.name} (as rendered)"))
+    sys.stdout.writelines(diff)
+    if diff:
+        print(f"\n{readme.name} is stale: run `python benchmarks/report.py`")
+    paths = machine_paths(results)
+    for hit in paths:
+        print(f"absolute machine path in {hit}")
+    return 1 if diff or paths else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Rewrite the README's regions, check them, or print one table."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="Exit 1 with a diff if README.md is stale.")
+    mode.add_argument("--print", metavar="NAME", choices=sorted(TABLES), help="Print one table.")
+    ap.add_argument("--readme", type=Path, default=README)
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    try:
+        return run(args)
+    except ValueError as e:
+        print(f"report.py: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """What `main` was asked to do, once its arguments are parsed."""
+    if args.print:
+        print(render(args.print, args.results))
+        return 0
+    if args.check:
+        return check(args.readme, args.results)
+    text = args.readme.read_text()
+    new = rewrite(text, args.results)
+    if new != text:
+        args.readme.write_text(new)
+    state = "rewritten" if new != text else "unchanged"
+    print(f"{args.readme.name}: {len(OPENING.findall(new))} tables, {state}")
+    for hit in machine_paths(args.results):
+        print(f"warning: absolute machine path in {hit}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
