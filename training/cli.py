@@ -79,12 +79,28 @@ train_app = typer.Typer(help="Train a local policy on research trajectories.", n
 MODEL_HELP = "local:smollm2, local:smollm2-sleuth (continues its adapter with --lora) or hf:<folder>."
 
 
+def _grpo_tasks(tasks: Path | None, world_seed: int | None, world_tasks: int, seed: int) -> Any:
+    """The task file's rows, a generated world's tasks, or a curriculum of fresh ones."""
+    from tools.documents import read_tasks
+    from tools.worlds import generate_world
+    from training.curriculum import Curriculum
+
+    if tasks is not None:
+        return read_tasks(tasks)
+    if world_seed is not None:
+        return generate_world(world_seed, world_tasks).tasks
+    return Curriculum(seed=seed)
+
+
 @train_app.command("grpo")
 def grpo_command(
     output: Annotated[Path, typer.Option("--output", help="Output folder (checkpoints, metrics, model).")],
     tasks: Annotated[Path | None, typer.Option("--tasks", help="Task JSONL to train on.")] = None,
     world_seed: Annotated[int | None, typer.Option("--world-seed", help="Train on world N.")] = None,
     world_tasks: Annotated[int, typer.Option(help="Tasks in the generated world.")] = 200,
+    curriculum: Annotated[bool, typer.Option(
+        "--curriculum", help="Fresh generated tasks every step, drawn where success is neither "
+        "0 nor 1 (instead of --tasks / --world-seed).")] = False,
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "local:smollm2",
     lora: Annotated[bool, typer.Option(help="Train a LoRA adapter (PEFT).")] = False,
     lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 16,
@@ -97,6 +113,11 @@ def grpo_command(
     iterations: Annotated[int, typer.Option(help="Updates per batch of rollouts.")] = 1,
     save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 10,
     per_role: Annotated[bool, typer.Option(help="Group baselines per role.")] = False,
+    scale_rewards: Annotated[str, typer.Option(
+        help="Divide advantages by the group's std (group), the batch's (batch), or not (none: "
+             "Dr. GRPO).")] = "none",
+    dynamic_sampling: Annotated[bool, typer.Option(
+        help="Drop groups whose rollouts are all right or all wrong.")] = True,
     max_rounds: Annotated[int, typer.Option(help="Research rounds per rollout.")] = 2,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
@@ -105,19 +126,18 @@ def grpo_command(
     from rich.progress import Progress
 
     from graph.config import ResearchConfig
-    from tools.documents import read_tasks
-    from tools.worlds import generate_world
     from training.grpo import ResearchGRPOTrainer, grpo_config
     from training.policy import lora_config
 
-    if (tasks is None) == (world_seed is None):
-        _fail("choose the training tasks: --tasks FILE or --world-seed N")
+    if (tasks is not None) + (world_seed is not None) + curriculum != 1:
+        _fail("choose the training tasks: --tasks FILE, --world-seed N or --curriculum")
     try:
-        rows = read_tasks(tasks) if tasks else generate_world(world_seed or 0, world_tasks).tasks
+        rows = _grpo_tasks(tasks, world_seed, world_tasks, seed)
         args = grpo_config(output, lora=lora, max_steps=steps, save_steps=save_steps, seed=seed,
                            num_generations=group_size,
                            per_device_train_batch_size=batch_tasks * group_size,
                            temperature=temperature, beta=beta, num_iterations=iterations,
+                           scale_rewards=scale_rewards, dynamic_sampling=dynamic_sampling,
                            **({"learning_rate": learning_rate} if learning_rate else {}))
         with Progress(console=err) as progress:
             bar = progress.add_task("grpo", total=steps)
