@@ -106,7 +106,9 @@ def train_sft(trajectories: TrajectoryStore | list[Trajectory], *, output_dir: s
     samples = kept_samples(trajectories, chat, reward, min_reward=min_reward, tasks=tasks,
                            roles=roles)
     out = Path(output_dir)
+    # TRL's defaults suit GPUs: on this CPU, gradient checkpointing only recomputes the forward
     args = SFTConfig(output_dir=str(out / "trainer"), use_cpu=True, bf16=False,
+                     gradient_checkpointing=False,
                      report_to="none", per_device_train_batch_size=batch_size,
                      num_train_epochs=epochs, max_steps=max_steps,
                      learning_rate=learning_rate or LEARNING_RATE[is_peft(chat.model)],
