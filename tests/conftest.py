@@ -63,12 +63,68 @@ def loopback_only():
     socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
 
 
-def shared_file(name: str) -> Path:
+def _shared_file(name: str) -> Path:
     """A file of ../shared/data, or skip the test where it is absent (a user's machine)."""
     path = SHARED_DATA / name
     if not path.exists():
         pytest.skip(f"{path} not found (set SLEUTH_SHARED_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def shared_file():
+    """`shared_file("hotpotqa_dev.jsonl")`: a path in ../shared/data, or the test is skipped."""
+    return _shared_file
+
+
+def _fresh_logprobs(model, meta: dict):
+    """Logprobs of a recorded completion under one full forward pass (no cache) at the
+    temperature it was sampled with: what a trainer computes from the recorded token ids."""
+    import torch
+
+    prompt, completion = meta["prompt_token_ids"], meta["completion_token_ids"]
+    device = next(model.model.parameters()).device
+    with torch.no_grad():
+        logits = model.model(torch.tensor([prompt + completion], device=device)).logits[0].float()
+    t = meta["temperature"] if meta["temperature"] > 0 else 1.0
+    logp = torch.log_softmax(logits[len(prompt) - 1:-1] / t, dim=-1)
+    return logp.gather(1, torch.tensor(completion, device=device).unsqueeze(1)).squeeze(1).cpu()
+
+
+@pytest.fixture(scope="session")
+def fresh_logprobs():
+    """`fresh_logprobs(chat_model, meta) -> Tensor`: the recorded completion's logprobs
+    recomputed by one forward pass, to compare with the logprobs the sampler reported."""
+    return _fresh_logprobs
+
+
+def _check_recorded_tokens(model, store_dir: Path):
+    """The one trajectory in the store, after checking every recorded model call: its prompt
+    ids are the chat template of its recorded prompt, its completion ids decode to its text,
+    and its logprobs are those of a fresh forward pass (what a trainer will compute)."""
+    import torch
+    from langchain_core.messages import convert_to_messages
+
+    from graph import TrajectoryStore
+
+    (traj,) = list(TrajectoryStore(store_dir))
+    assert traj.model_steps and traj.tool_steps
+    for step in traj.model_steps:
+        assert step.role in {"planner", "searcher", "selector", "writer"}
+        assert model.encode_prompt(convert_to_messages(step.prompt_messages))[0] == step.prompt_token_ids
+        ids = step.completion_token_ids
+        assert ids and model.tokenizer.decode(ids, skip_special_tokens=True) == step.text
+        meta = {"prompt_token_ids": step.prompt_token_ids, "completion_token_ids": ids,
+                "temperature": traj.config["temperature"]}
+        assert torch.allclose(_fresh_logprobs(model, meta), torch.tensor(step.logprobs), atol=1e-4)
+    return traj
+
+
+@pytest.fixture(scope="session")
+def check_recorded_tokens():
+    """`check_recorded_tokens(chat_model, store_dir) -> Trajectory`: the store's one
+    trajectory, its model calls checked token by token against `chat_model`."""
+    return _check_recorded_tokens
 
 
 class Sleuth:
@@ -93,23 +149,62 @@ def sleuth() -> Sleuth:
     return Sleuth()
 
 
+class InProcessSleuth:
+    """The `sleuth` commands run inside this process (typer's CliRunner), with the answer
+    shaped like `Sleuth`'s. A subprocess pays ~5 s to import torch and load models again: use
+    this for output and error checks of a command that a subprocess test already starts."""
+
+    def __call__(self, *args: str, check: bool = True,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run `sleuth ARGS`; an exception the command does not turn into a message fails."""
+        from typer.testing import CliRunner
+
+        from graph.cli import app
+
+        result = CliRunner(env=env).invoke(app, list(args), catch_exceptions=False)
+        proc = subprocess.CompletedProcess(["sleuth", *args], result.exit_code, result.stdout,
+                                           result.stderr)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"sleuth {' '.join(args)} failed:\n{proc.stderr}")
+        return proc
+
+
+@pytest.fixture(scope="session")
+def sleuth_in_process() -> InProcessSleuth:
+    """`sleuth_in_process("search", "x", "--kb", kb)`: a `sleuth` command without a subprocess."""
+    return InProcessSleuth()
+
+
+def _hotpot_kb(tasks: list[dict], folder: Path):
+    """A real LanceDB knowledge base (real MiniLM embeddings) of the tasks' paragraphs."""
+    from tools.knowledge import KnowledgeBase
+
+    docs = {d["doc_id"]: d for t in tasks for d in t["docs"]}
+    kb = KnowledgeBase(folder)
+    kb.ingest(list(docs.values()), progress=False)
+    return kb
+
+
 @pytest.fixture(scope="session")
 def hotpot_tasks() -> list[dict]:
-    """The first 100 HotpotQA development questions."""
+    """The first 100 HotpotQA development questions (slow tests: ~1,000 paragraphs)."""
     from tools.documents import read_tasks
 
-    return read_tasks(shared_file("hotpotqa_dev.jsonl"), 100)
+    return read_tasks(_shared_file("hotpotqa_dev.jsonl"), 100)
 
 
 @pytest.fixture(scope="session")
 def hotpot_kb(hotpot_tasks, tmp_path_factory):
-    """A real LanceDB knowledge base of the union of those questions' paragraphs."""
-    from tools.knowledge import KnowledgeBase
+    """The union of those 100 questions' paragraphs, with real embeddings (~20 s to build)."""
+    return _hotpot_kb(hotpot_tasks, tmp_path_factory.mktemp("hotpot_kb"))
 
-    docs = {d["doc_id"]: d for t in hotpot_tasks for d in t["docs"]}
-    kb = KnowledgeBase(tmp_path_factory.mktemp("hotpot_kb"))
-    kb.ingest(list(docs.values()), progress=False)
-    return kb
+
+@pytest.fixture(scope="session")
+def hotpot_small(hotpot_tasks, tmp_path_factory):
+    """(tasks, kb): the first 8 HotpotQA questions and a real knowledge base of their ~80
+    paragraphs: real embeddings and real distractors at a tenth of `hotpot_kb`'s cost."""
+    tasks = hotpot_tasks[:8]
+    return tasks, _hotpot_kb(tasks, tmp_path_factory.mktemp("hotpot_small"))
 
 
 @pytest.fixture(scope="session")
@@ -138,7 +233,17 @@ def smollm2():
 
 
 @pytest.fixture(scope="session")
-def make_tiny_policy(smollm2):
+def smollm2_tokenizer():
+    """SmolLM2's tokenizer (chat template included) from the converted folder, weights unread."""
+    from transformers import AutoTokenizer
+
+    from agents.models import smollm2_folder
+
+    return AutoTokenizer.from_pretrained(str(smollm2_folder()))
+
+
+@pytest.fixture(scope="session")
+def make_tiny_policy(smollm2_tokenizer):
     """A factory of randomly initialised 2-layer Llamas with the SmolLM2 tokenizer: fast, not
     smart. `make_tiny_policy(seed=0, initializer_range=0.02)`; a larger `initializer_range`
     peaks the logits (the toy-world tests use 0.3)."""
@@ -147,7 +252,7 @@ def make_tiny_policy(smollm2):
 
     from agents import LocalChatModel
 
-    tok = smollm2.tokenizer
+    tok = smollm2_tokenizer
 
     def make(seed: int = 0, initializer_range: float = 0.02, **chat_kwargs) -> LocalChatModel:
         torch.manual_seed(seed)

@@ -8,7 +8,6 @@ import re
 import tempfile
 
 import pytest
-from conftest import shared_file
 from scripted import ScriptedChatModel, default_reply, field
 
 from graph import ResearchConfig, TrajectoryStore
@@ -85,25 +84,36 @@ def test_evaluate_keeps_no_temp_store_and_leaves_its_input_alone(small_world, tm
     assert result["record"] is None and not list(tmp.glob("sleuth-eval-*"))
 
 
-def test_cli_retrieval_baseline_and_bamboogle_error(sleuth, small_world, tmp_path):
+def test_cli_retrieval_baseline_and_bamboogle_error(sleuth_in_process, shared_file, small_world,
+                                                    tmp_path):
+    """In process (test_cli.py checks that a fresh `sleuth` mounts `eval`)."""
     _, tasks = small_world.write(tmp_path / "w")
-    proc = sleuth("eval", str(tasks), "--mode", "retrieval", "--limit", "10",
-               "--out", str(tmp_path / "ret.json"))
+    proc = sleuth_in_process("eval", str(tasks), "--mode", "retrieval", "--limit", "4",
+                             "--out", str(tmp_path / "ret.json"))
     result = json.loads((tmp_path / "ret.json").read_text())
     assert set(result["runs"]) == {"retrieval-title", "retrieval-sentence"}
+    assert [p["task_id"] for p in result["runs"]["retrieval-title"]["per_task"]] == \
+        [t["id"] for t in small_world.tasks[:4]]
     assert "retrieval-title" in proc.stdout and (tmp_path / "ret.png").exists()
     bamboogle = shared_file("bamboogle_dev.jsonl")
-    proc = sleuth("eval", str(bamboogle), "--out", str(tmp_path / "b.json"), check=False)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    proc = sleuth_in_process("eval", str(bamboogle), "--out", str(tmp_path / "b.json"), check=False)
+    assert proc.returncode == 1 and not (tmp_path / "b.json").exists()
     assert "no documents" in proc.stderr and "search_url" in proc.stderr.replace("-", "_")
 
 
 @pytest.mark.parametrize("name", ["hotpotqa_dev.jsonl", "2wikimultihopqa_dev.jsonl",
                                   "musique_dev.jsonl", "rezero_apollo13_dev.jsonl"])
-def test_every_shared_file_evaluates(name, tmp_path):
+def test_every_shared_file_evaluates(name, shared_file, tmp_path):
+    from tools.documents import read_tasks
+
+    rows = read_tasks(shared_file(name), 3)
     result = evaluate(shared_file(name), mode="retrieval", limit=3, kb_root=tmp_path)
+    assert set(result["runs"]) == {"retrieval-title", "retrieval-sentence"}
     for run_ in result["runs"].values():
-        assert len(run_["per_task"]) == 3 and 0 <= run_["overall"]["f1"] <= 1
+        assert [p["task_id"] for p in run_["per_task"]] == [r["id"] for r in rows]
+        assert [p["gold"] for p in run_["per_task"]] == [r["answer"] for r in rows]
+        assert all(p["answer"] and p["searches"] == 1 for p in run_["per_task"])
+        assert run_["overall"]["evidence_recall"] > 0  # the tasks' own paragraphs were found
 
 
 @pytest.mark.slow

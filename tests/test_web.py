@@ -42,12 +42,21 @@ def test_async_search_and_fetch(corpus_server, small_world):
     assert hits[0].title == title and small_world.docs[3]["text"][:30] in page.text
 
 
-def test_search_respects_k_and_rejects_empty_query(corpus_server):
+def test_search_respects_k_and_rejects_empty_query(corpus_server, small_world):
+    assert sum("born" in d["text"].lower() for d in small_world.docs) > 10  # more than any k here
     backend = SearxngSearch(corpus_server.url)
-    assert len(backend.search("born", k=13)) <= 13
+    eight, three = backend.search("born", k=8), backend.search("born", k=3)
+    assert len(eight) == 8 and len({h.url for h in eight}) == 8
+    assert [h.url for h in three] == [h.url for h in eight[:3]]  # the same ranking, cut at k
     with pytest.raises(ToolError) as e:
         backend.search("   ")
     assert e.value.kind == "bad_query"
+
+
+@pytest.mark.xfail(strict=True, reason="SearxngSearch reads one result page (10 hits): "
+                   "k beyond a page would need the pageno parameter")
+def test_search_pages_for_k_beyond_one_result_page(corpus_server, small_world):
+    assert len(SearxngSearch(corpus_server.url).search("born", k=13)) == 13
 
 
 @pytest.mark.parametrize("url", [
@@ -106,24 +115,24 @@ def test_plain_text_and_latin1_pages(small_world):
         assert "caf\xe9" in page.text and "m\xeame" in page.text
 
 
-def test_oversized_page_is_capped_quickly(small_world):
-    with CorpusServer(small_world.docs, faults=[Fault(r"^/huge", huge_bytes=14_000_000)]) as s:
-        t0 = time.perf_counter()
-        page = fetch_page(s.url + "/huge", allow_hosts=LOCAL, max_bytes=500_000)
-        elapsed = time.perf_counter() - t0
+def test_oversized_page_is_capped_without_reading_the_rest(small_world):
+    # 20 GB: a client that read on past the cap would run into its 5 s total timeout and fail
+    with CorpusServer(small_world.docs, faults=[Fault(r"^/huge", huge_bytes=20_000_000_000)]) as s:
+        page = fetch_page(s.url + "/huge", allow_hosts=LOCAL, max_bytes=500_000,
+                          total_timeout=5.0, retries=0)
     assert page.truncated and page.n_bytes == 500_000
     assert "lorem ipsum" in page.text
-    assert elapsed < 15
 
 
 def test_slow_host_times_out_after_retries(small_world):
-    with CorpusServer(small_world.docs, faults=[Fault(r"^/slow", delay=3.0)]) as s:
+    # the host hangs for a minute; each try is abandoned at its 0.3 s timeout
+    with CorpusServer(small_world.docs, faults=[Fault(r"^/slow", delay=60.0)]) as s:
         t0 = time.perf_counter()
         with pytest.raises(ToolError) as e:
             fetch_page(s.url + "/slow", allow_hosts=LOCAL, timeout=0.3, retries=1, backoff=0.05)
         assert e.value.kind == "timeout"
-        assert time.perf_counter() - t0 < 2.5
         assert s.requests.count("/slow") == 2  # first try + one retry
+        assert time.perf_counter() - t0 < 20  # wide margin on a loaded machine, far below 60 s
 
 
 def test_redirect_loop_ends_with_error(small_world):
