@@ -36,7 +36,7 @@ def test_ask_over_the_corpus_server(sleuth, smollm2, check_recorded_tokens, corp
                                     small_world, tmp_path):
     task = small_world.tasks[2]
     proc = sleuth("ask", task["question"], "--web", corpus_server.url, "--max-rounds", "1",
-                  "--record", str(tmp_path / "runs"))
+                  "--record", str(tmp_path / "runs"), timeout=1200)  # ~20 s idle, minutes loaded
     assert "Answer:" in proc.stdout and "plan" in proc.stderr and "search" in proc.stderr
     assert any(r.startswith("/doc/") for r in corpus_server.requests)  # pages were fetched
     traj = check_recorded_tokens(smollm2, tmp_path / "runs")
