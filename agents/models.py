@@ -198,6 +198,7 @@ class LocalChatModel(BaseChatModel):
         with quiet_hf_progress():
             tok = AutoTokenizer.from_pretrained(str(path))
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        _tie_if_left_unloaded(model)
         model.to(device).eval()
         kwargs.setdefault("model_name", Path(str(path)).name)
         kwargs.setdefault("prompt_examples", read_policy_card(path).get("prompt_examples", True))
@@ -303,6 +304,23 @@ class LocalChatModel(BaseChatModel):
 
 _LOADED: dict[str, LocalChatModel] = {}
 _LOAD_LOCK = threading.Lock()
+
+
+def _tie_if_left_unloaded(model: Any) -> None:
+    """Tie a tied-embedding model's output head when loading left it on the meta device.
+
+    Seen with transformers 5.24, cause not found: in a process that had run research with a
+    store and the MiniLM embedder, a second `from_pretrained` of a tied model (SmolLM2, a
+    tiny Llama) reported `lm_head` MISSING and left it on meta although the config ties it,
+    and `tie_weights()` did not mend it (tests/test_examples.py's train example failed so).
+    Assigning the input embedding is what tying means.
+    """
+    head = model.get_output_embeddings()
+    if head is not None and head.weight.is_meta and getattr(model.config, "tie_word_embeddings", False):
+        head.weight = model.get_input_embeddings().weight
+    left = [n for n, p in model.named_parameters() if p.is_meta]
+    if left:
+        raise ValueError(f"loading left {left[:3]} without weights: the checkpoint lacks them")
 
 
 POLICY_CARD = "sleuth.json"

@@ -35,8 +35,19 @@ def read_store(folder: Path) -> list[dict]:
             if line.strip()]
 
 
-def test_research_example_answers_records_and_queries(tmp_path):
-    summary, stdout = run_example("research.py", "--model", "local:smollm2", "--tasks", "2",
+@pytest.fixture(scope="module")
+def tiny_folder(make_tiny_policy, tmp_path_factory) -> Path:
+    """A tiny random Llama saved as an HF folder: what `--model hf:DIR` loads, in seconds
+    (the examples' default `local:smollm2` runs the same code path, 10x slower)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    chat = make_tiny_policy(seed=0)
+    chat.model.save_pretrained(folder)
+    chat.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_research_example_answers_records_and_queries(tmp_path, tiny_folder):
+    summary, stdout = run_example("research.py", "--model", f"hf:{tiny_folder}", "--tasks", "2",
                                   "--max-rounds", "1", "--out", str(tmp_path / "out"),
                                   cwd=tmp_path)
     check_research(summary, stdout, tmp_path / "out")
@@ -65,8 +76,8 @@ def check_research(summary: dict, stdout: str, out: Path) -> None:
     assert f"{len(lines)} trajectories in" in stdout
 
 
-def test_custom_graph_example_records_steps_and_nests(tmp_path):
-    summary, _ = run_example("custom_graph.py", "--model", "local:smollm2", "--tasks", "2",
+def test_custom_graph_example_records_steps_and_nests(tmp_path, tiny_folder):
+    summary, _ = run_example("custom_graph.py", "--model", f"hf:{tiny_folder}", "--tasks", "2",
                              "--max-rounds", "1", cwd=tmp_path)
     check_custom_graph(summary)
 
@@ -94,11 +105,8 @@ def check_custom_graph(summary: dict) -> None:
 
 
 @pytest.mark.slow  # 40-95 s on 2 busy CPU cores: records 4 runs, SFT, a GRPO step, reloads
-def test_train_example_sft_grpo_and_load_back(tmp_path, make_tiny_policy):
-    tiny = tmp_path / "tiny"
-    chat = make_tiny_policy(seed=0)
-    chat.model.save_pretrained(tiny)
-    chat.tokenizer.save_pretrained(tiny)
+def test_train_example_sft_grpo_and_load_back(tmp_path, tiny_folder):
+    tiny = tiny_folder
     out = tmp_path / "out"
     summary, _ = run_example("train.py", "--model", f"hf:{tiny}", "--tasks", "1", "--steps", "1",
                              "--min-reward", "0", "--no-dynamic-sampling", "--out", str(out),
