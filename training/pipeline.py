@@ -27,14 +27,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from agents.models import LocalChatModel, with_adapter
+from agents.models import LocalChatModel
 from graph.config import ResearchConfig
 from graph.run import research_many
 from tools.corpora import cached_kb, corpus_of
 from training import rewards
 from training.curriculum import Curriculum
 from training.grpo import ResearchGRPOTrainer, grpo_config
-from training.policy import load_policy, lora_config
+from training.policy import load_policy, lora_config, restore_weights
 from training.rationales import demonstrations
 from training.sft import train_sft
 
@@ -85,7 +85,7 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> dict[str, Any]:
         record_file = folder / "stage.json"
         if record_file.exists():
             log(f"{stage}: done earlier, loading its adapter")
-            _load_adapter(chat, folder)
+            restore_weights(chat, folder / "adapter")  # the stage's adapter, into the live one
             records[stage] = json.loads(record_file.read_text())
             continue
         t0 = time.perf_counter()
@@ -102,13 +102,6 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> dict[str, Any]:
     (out / "pipeline.json").write_text(json.dumps({"config": config, "stages": records},
                                                   indent=1) + "\n")
     return records
-
-
-def _load_adapter(chat: LocalChatModel, folder: Path) -> None:
-    """Put a finished stage's adapter back on the policy, trainable."""
-    base = getattr(chat.model, "get_base_model", lambda: chat.model)()
-    chat.model = with_adapter(base, folder / "adapter", trainable=True)
-    chat.close()
 
 
 def _training_tasks(cfg: PipelineConfig, n: int, offset: int) -> list[dict[str, Any]]:
