@@ -32,6 +32,7 @@ from pathlib import Path
 from protocol import EVAL, ROOT, evaluate_cached, paired, rows, suites, summary, write
 from rich.console import Console
 
+from agents.models import read_policy_card
 from tools.paths import sleuth_home
 from training.grpo import plot_curves
 from training.pipeline import PipelineConfig, run_pipeline
@@ -52,14 +53,17 @@ def evaluate_policy(model: str, tasks: dict[str, list[dict]], weights: Path | No
     return out
 
 
-def needs_examples(model: str, tasks: list[dict], weights: Path) -> dict:
-    """The trained policy with and without the worked examples on the same tasks."""
-    runs = {}
-    for examples in (False, True):
-        config = EVAL.model_copy(update={"prompt_examples": examples})
-        result = evaluate_cached(model, "world", tasks, weights=weights, config=config,
-                                 say=console.print)
-        runs[examples] = rows(result, "graph")
+def needs_examples(model: str, tasks: list[dict], weights: Path, default: list[dict]) -> dict:
+    """The trained policy with and without the worked examples on the same tasks; `default`
+    holds its rows on these tasks as trained (its policy card says: without examples)."""
+    ids = {t["id"] for t in tasks}
+    runs = {False: [r for r in default if r["task_id"] in ids]}
+    if read_policy_card(weights).get("prompt_examples", True):
+        raise ValueError(f"{weights} was trained with the worked examples; nothing to compare")
+    config = EVAL.model_copy(update={"prompt_examples": True})
+    result = evaluate_cached(model, "world", tasks, weights=weights, config=config,
+                             say=console.print)
+    runs[True] = rows(result, "graph")
     tokens = {k: sum(r["tokens"] for r in v) / sum(r["model_calls"] for r in v) for k, v in runs.items()}
     return {"n": len(tasks), "em_without": summary(runs[False])["all"]["em"],
             "em_with": summary(runs[True])["all"]["em"],
@@ -95,7 +99,8 @@ def main() -> None:
     final_dir = Path(cfg.output_dir) / final
     data = _results(before, retrieval, stages, records, cfg)
     data["prompt_examples"] = needs_examples(f"hf:{final_dir}", tasks["world"][:100],
-                                             final_dir / "adapter")
+                                             final_dir / "adapter",
+                                             stages[final]["world"]["per_task"])
     if "grpo" in records and (final_dir / "metrics.jsonl").exists():
         _curves(final_dir)
     shipped = args.ship and data["summary"]["world_goal_met"]
