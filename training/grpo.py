@@ -59,6 +59,7 @@ from training.policy import (
     save_weights,
     trainable_parameters,
 )
+from training.shared_prefix import PrefixGroup, SharedPrefix, group_by_prefix
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -75,6 +76,9 @@ class ResearchGRPOConfig(GRPOConfig):
         "Drop from the update the groups whose rollouts are all right or all wrong (exact "
         "match), as DAPO's dynamic sampling does: their rewards differ only by shaping terms, "
         "and training on those taught an earlier run to search less.")})
+    share_prefix: bool = field(default=True, metadata={"help": (
+        "In the update, run each distinct prompt prefix once per step and the calls that "
+        "share it as suffixes against its keys and values (exact; `training.shared_prefix`).")})
 
 
 def grpo_config(output_dir: str | Path, *, lora: bool = False, **overrides: Any) -> ResearchGRPOConfig:
@@ -171,10 +175,11 @@ def completion_logps(model: Any, sample: Sample, temperature: float) -> torch.Te
                                  torch.tensor(sample.completion_ids, device=device))
 
 
-def _sample_loss(model: Any, sample: Sample, ref_logps: torch.Tensor | None,
+def _sample_loss(logps: torch.Tensor, sample: Sample, ref_logps: torch.Tensor | None,
                  args: GRPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """`policy_loss` of one sample (one row: no padding), as its loss type aggregates a row."""
-    logps = completion_logps(model, sample, args.temperature).unsqueeze(0)
+    """`policy_loss` of one sample (one row: no padding) from its completion's logprobs under
+    the policy, as its loss type aggregates a row."""
+    logps = logps.unsqueeze(0)
     old = torch.tensor([sample.logprobs], device=logps.device, dtype=logps.dtype)
     adv = torch.tensor([sample.advantage], device=logps.device, dtype=logps.dtype)
     eps_high = args.epsilon_high if args.epsilon_high is not None else args.epsilon
@@ -196,17 +201,27 @@ def _loss_weight(args: GRPOConfig, tokens: int, samples: Sequence[Sample]) -> fl
 def _optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     samples: Sequence[Sample], refs: Sequence[torch.Tensor | None],
                     args: GRPOConfig, scheduler: Any) -> dict[str, float]:
-    """One optimiser step on the batch loss, accumulated one sample at a time."""
+    """One optimiser step on the batch loss, accumulated one sample at a time (calls that
+    share a prompt prefix run as suffixes of it, unless `args.share_prefix` is off)."""
     optimizer.zero_grad(set_to_none=True)
     loss_sum, clip_sum, kl_sum = 0.0, 0.0, 0.0
-    for sample, ref in zip(samples, refs, strict=True):
-        loss, stats = _sample_loss(model, sample, ref, args)
-        n = len(sample.completion_ids)
-        weight = _loss_weight(args, n, samples)
-        (loss * weight).backward()
-        loss_sum += float(loss.detach()) * weight
-        clip_sum += stats["clip_ratio"] * n
-        kl_sum += stats["kl"] * n
+    share = getattr(args, "share_prefix", True)
+    groups = group_by_prefix(samples) if share else [PrefixGroup([], list(range(len(samples))))]
+    for group in groups:
+        shared = SharedPrefix(model, group.prefix) if group.prefix else None
+        for i in group.members:
+            sample = samples[i]
+            logps = (shared.completion_logps(sample, args.temperature) if shared
+                     else completion_logps(model, sample, args.temperature))
+            loss, stats = _sample_loss(logps, sample, refs[i], args)
+            n = len(sample.completion_ids)
+            weight = _loss_weight(args, n, samples)
+            (loss * weight).backward()
+            loss_sum += float(loss.detach()) * weight
+            clip_sum += stats["clip_ratio"] * n
+            kl_sum += stats["kl"] * n
+        if shared:
+            shared.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(
         [p for p in model.parameters() if p.requires_grad], args.max_grad_norm)
     optimizer.step()
