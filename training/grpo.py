@@ -48,6 +48,7 @@ from graph.config import ResearchConfig
 from graph.run import research_many
 from graph.trajectory import Trajectory
 from tools.corpora import Sources, corpus_of, open_corpus
+from tools.device import trainer_settings
 from training import rewards
 from training.data import Sample, build_samples
 from training.policy import (
@@ -92,7 +93,7 @@ def grpo_config(output_dir: str | Path, *, lora: bool = False, **overrides: Any)
     (`dynamic_sampling=True`); `scale_rewards="group"`, `dynamic_sampling=False` restore
     plain GRPO.
     """
-    values = {"output_dir": str(output_dir), "use_cpu": True, "bf16": False, "report_to": "none",
+    values = {"output_dir": str(output_dir), **trainer_settings(), "report_to": "none",
               "learning_rate": LEARNING_RATE[lora], "num_generations": 4,
               "per_device_train_batch_size": 8, "temperature": 1.0, "epsilon": 0.2, "beta": 0.0,
               "loss_type": "dapo", "num_iterations": 1, "max_grad_norm": 1.0, "save_steps": 10,

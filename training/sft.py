@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 from agents.models import LocalChatModel
 from graph.store import TrajectoryStore
 from graph.trajectory import Trajectory
+from tools.device import trainer_settings
 from training import rewards
 from training.data import Sample, build_samples, to_dataset
 from training.policy import is_peft, load_policy, peft_config_from, save_policy
@@ -106,8 +107,8 @@ def train_sft(trajectories: TrajectoryStore | list[Trajectory], *, output_dir: s
     samples = kept_samples(trajectories, chat, reward, min_reward=min_reward, tasks=tasks,
                            roles=roles)
     out = Path(output_dir)
-    # TRL's defaults suit GPUs: on this CPU, gradient checkpointing only recomputes the forward
-    args = SFTConfig(output_dir=str(out / "trainer"), use_cpu=True, bf16=False,
+    # gradient checkpointing (TRL's default) only recomputes the forward of a model this small
+    args = SFTConfig(output_dir=str(out / "trainer"), **trainer_settings(),
                      gradient_checkpointing=False,
                      report_to="none", per_device_train_batch_size=batch_size,
                      num_train_epochs=epochs, max_steps=max_steps,
