@@ -92,7 +92,9 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _eos_ids(tokenizer: object, model: torch.nn.Module) -> set[int]:
+def eos_ids(tokenizer: object, model: object) -> set[int]:
+    """The token ids that end a turn: the model's and tokenizer's end-of-sequence ids and the
+    end-of-turn tokens of common chat templates."""
     ids: set[int] = set()
     for source in (getattr(model, "generation_config", None), tokenizer):
         eos = getattr(source, "eos_token_id", None)
@@ -105,6 +107,12 @@ def _eos_ids(tokenizer: object, model: torch.nn.Module) -> set[int]:
         if isinstance(tid, int) and tid != getattr(tokenizer, "unk_token_id", None) and tid >= 0:
             ids.add(tid)
     return ids
+
+
+def hit_stop(tokenizer: object, ids: list[int], stops: list[str]) -> bool:
+    """Whether the text of the last tokens contains a stop string."""
+    tail = tokenizer.decode(ids[-16:], skip_special_tokens=True)  # type: ignore[attr-defined]
+    return any(s in tail for s in stops)
 
 
 def _sample(logp: torch.Tensor, req: GenerationRequest, gen: torch.Generator) -> int:
@@ -159,7 +167,7 @@ class Batcher:
         self.window_s = window_s
         self.max_batch = max_batch
         self.prefixes = PrefixCache(prefix_cache_size)
-        self.eos = _eos_ids(tokenizer, model)
+        self.eos = eos_ids(tokenizer, model)
         pad = getattr(tokenizer, "pad_token_id", None)
         self.pad_id = pad if pad is not None else min(self.eos or {0})
         self.max_positions = getattr(getattr(model, "config", None), "max_position_embeddings", 1 << 20)
@@ -173,6 +181,12 @@ class Batcher:
     def device(self) -> torch.device:
         """Where the model's weights are (read each time: a trainer may move them)."""
         return _device(self.model)
+
+    exact = True  # logprobs from the trainer's own weights and kernels
+
+    def weights_changed(self) -> None:
+        """The model's weights changed: forget the prefixes cached under the old ones."""
+        self.prefixes.clear()
 
     def submit(self, req: GenerationRequest) -> Future:
         """Queue a request; the future resolves when `req.result` is set."""
@@ -328,7 +342,7 @@ class Batcher:
             tok = _sample(logp[i], r.req, r.gen)
             r.out.append(tok)
             r.lps.append(float(logp[i, tok]))
-            if tok in self.eos or (r.req.stop and self._hit_stop(r.out, r.req.stop)):
+            if tok in self.eos or (r.req.stop and hit_stop(self.tokenizer, r.out, r.req.stop)):
                 self._finish(r, "stop")
             elif len(r.out) >= r.req.max_new_tokens:
                 self._finish(r, "length")
@@ -361,6 +375,3 @@ class Batcher:
             layers.append((torch.cat(ks), torch.cat(vs)))
         return layers
 
-    def _hit_stop(self, ids: list[int], stops: list[str]) -> bool:
-        tail = self.tokenizer.decode(ids[-16:], skip_special_tokens=True)  # type: ignore[attr-defined]
-        return any(s in tail for s in stops)

@@ -36,6 +36,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
 from agents.decoding import Batcher, GenerationRequest
+from agents.engines import Sampler, make_sampler
 from tools import device as devices
 from tools.embeddings import quiet_hf_progress
 from tools.paths import sleuth_home  # noqa: F401  (importable from here, as it used to be)
@@ -178,9 +179,10 @@ class LocalChatModel(BaseChatModel):
     prompt_examples: bool = True  # False for a policy trained on the formats (see POLICY_CARD)
     seed: int | None = None
     batch_window_ms: float = 5.0
+    engine: str = "transformers"  # or "ct2-int8" (agents.engines)
     max_batch_size: int = 8
     prefix_cache_size: int = 16
-    _batcher: Batcher | None = PrivateAttr(default=None)
+    _sampler: Sampler | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @classmethod
@@ -257,15 +259,28 @@ class LocalChatModel(BaseChatModel):
             min_new_tokens=int(kwargs.get("min_new_tokens", 0)))
 
     @property
-    def batcher(self) -> Batcher:
-        """The decoding worker, started on first use."""
+    def sampler(self) -> Sampler:
+        """The decoding engine (`engine`), started on first use."""
         with self._lock:
-            if self._batcher is None:
-                self._batcher = Batcher(self.model, self.tokenizer,
-                                        window_s=self.batch_window_ms / 1000,
-                                        max_batch=self.max_batch_size,
-                                        prefix_cache_size=self.prefix_cache_size)
-            return self._batcher
+            if self._sampler is None:
+                self._sampler = make_sampler(self.engine, self.model, self.tokenizer,
+                                             window_s=self.batch_window_ms / 1000,
+                                             max_batch=self.max_batch_size,
+                                             prefix_cache_size=self.prefix_cache_size)
+            return self._sampler
+
+    @property
+    def batcher(self) -> Batcher:
+        """The in-process decoder (the "transformers" engine), for its statistics."""
+        sampler = self.sampler
+        if not isinstance(sampler, Batcher):
+            raise AttributeError(f"this model decodes with the {self.engine!r} engine, not the batcher")
+        return sampler
+
+    def weights_changed(self) -> None:
+        """Tell the engine the weights were updated (a trainer calls this after each step)."""
+        if self._sampler is not None:
+            self._sampler.weights_changed()
 
     def _result(self, req: GenerationRequest) -> ChatResult:
         out = req.result
@@ -284,21 +299,21 @@ class LocalChatModel(BaseChatModel):
                   run_manager: CallbackManagerForLLMRun | None = None,
                   **kwargs: Any) -> ChatResult:
         req = self._request(messages, stop, kwargs)
-        self.batcher.submit(req).result()
+        self.sampler.submit(req).result()
         return self._result(req)
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None,
                          **kwargs: Any) -> ChatResult:
         req = self._request(messages, stop, kwargs)
-        await asyncio.wrap_future(self.batcher.submit(req))
+        await asyncio.wrap_future(self.sampler.submit(req))
         return self._result(req)
 
     def close(self) -> None:
         """Stop the decoding worker."""
-        if self._batcher is not None:
-            self._batcher.close()
-            self._batcher = None
+        if self._sampler is not None:
+            self._sampler.close()
+            self._sampler = None
 
 
 _LOADED: dict[str, LocalChatModel] = {}

@@ -1,11 +1,20 @@
-"""One GRPO step, ours against TRL's `GRPOTrainer`: seconds and peak memory.
+"""One GRPO step, ours against TRL's `GRPOTrainer`; the update with and without shared prefixes.
 
-Both train SmolLM2-135M (full fine-tune, fp32, CPU) on single-turn prompts: 2 prompts x 4
-generations, exactly `--tokens` completion tokens each (end-of-turn suppressed until then),
-the same reward, one optimiser step. Each measurement runs in its own process (peak RSS is
-per process), alternating ours/TRL, `--repeats` times; medians are compared.
+1. Both train SmolLM2-135M (full fine-tune, fp32, CPU) on the same prompts: a system turn of
+   exactly `--prefix-tokens` tokens of instructions (as every call of one agent role shares)
+   and a short question; 2 prompts x 4 generations, exactly `--tokens` completion tokens each
+   (end-of-turn suppressed until then), the same reward, one optimiser step after a warm-up
+   step. Each measurement runs in its own process (peak RSS is per process), alternating
+   ours/TRL, `--repeats` times; medians are compared. Ours shares the system turn's keys and
+   values in sampling (prefix cache) and in the update (`training.shared_prefix`); TRL
+   computes every prompt whole.
+2. The update alone on the learning benchmark's batches: 8 research rollouts (2 curriculum
+   tasks x 4, the pipeline's research configuration, T 0.7) of the untrained SmolLM2 with a
+   rank-8 LoRA adapter, with and without the worked examples in the prompts; every call
+   given a non-zero advantage; `update` timed with `share_prefix` off and on, alternated,
+   `--repeats` times each, in one process. Speedup = median seconds without / with.
 
-Usage: python benchmarks/train_step.py [--tokens 32] [--repeats 3]
+Usage: python benchmarks/train_step.py [--tokens 32] [--prefix-tokens 300] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -26,6 +35,10 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 PROMPTS = ["Where was the director of the film The Iron Harbour born? Answer briefly.",
            "Which was founded first, Orla Press or the Varo Courier? Answer briefly."]
 G = 4
+INSTRUCTIONS = ("You are the planner of a research team. Split the question into the smallest "
+                "sub-questions that can each be answered by one page, in the order they must be "
+                "answered; a later sub-question may use the answer of an earlier one. Answer in "
+                "the format shown, one sub-question per line, and nothing else. ")
 
 
 def reward_len(completions, **kwargs):
@@ -33,7 +46,24 @@ def reward_len(completions, **kwargs):
     return [float(str(c).count("a")) for c in completions]
 
 
-def run_trl(tokens: int) -> float:
+def system_prompt(n_tokens: int) -> str:
+    """Instructions of exactly `n_tokens` SmolLM2 tokens (empty for 0)."""
+    from transformers import AutoTokenizer
+
+    from agents.models import smollm2_folder
+
+    tok = AutoTokenizer.from_pretrained(str(smollm2_folder()))
+    ids = tok(INSTRUCTIONS * (1 + n_tokens // 40), add_special_tokens=False)["input_ids"]
+    return tok.decode(ids[:n_tokens]) if n_tokens else ""
+
+
+def chat(prompt: str, system: str) -> list[dict[str, str]]:
+    """A prompt as chat messages, with the system turn when there is one."""
+    return ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}]
+
+
+def run_trl(tokens: int, system: str) -> float:
     """One TRL GRPOTrainer step (after a warm-up step); returns its seconds."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -44,7 +74,7 @@ def run_trl(tokens: int) -> float:
     path = str(smollm2_folder())
     model = AutoModelForCausalLM.from_pretrained(path)
     tok = AutoTokenizer.from_pretrained(path)
-    data = Dataset.from_dict({"prompt": [[{"role": "user", "content": p}] for p in PROMPTS] * 4})
+    data = Dataset.from_dict({"prompt": [chat(p, system) for p in PROMPTS] * 4})
     args = GRPOConfig(output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=False, report_to="none",
                       per_device_train_batch_size=len(PROMPTS) * G, num_generations=G,
                       max_completion_length=tokens, learning_rate=1e-6, max_steps=2,
@@ -65,26 +95,29 @@ def run_trl(tokens: int) -> float:
     return times[-1]
 
 
-def run_ours(tokens: int) -> float:
+def run_ours(tokens: int, system: str) -> float:
     """One of our GRPO steps on the same prompts (after a warm-up step); returns its seconds."""
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
-    from langchain_core.messages import HumanMessage
+    from langchain_core.messages import HumanMessage, SystemMessage
 
     from agents.models import LocalChatModel, smollm2_folder
     from training.data import Sample, group_advantages
     from training.grpo import grpo_config, update
 
-    chat = LocalChatModel.from_pretrained(smollm2_folder())
+    policy = LocalChatModel.from_pretrained(smollm2_folder())
     args = grpo_config(tempfile.mkdtemp(), learning_rate=1e-6, temperature=0.7)
-    optimizer = torch.optim.AdamW(chat.model.parameters(), lr=args.learning_rate)
+    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=args.learning_rate)
+
+    def messages(prompt: str) -> list:
+        return ([SystemMessage(system)] if system else []) + [HumanMessage(prompt)]
 
     def step(seed: int) -> float:
         t0 = time.perf_counter()
         jobs = [(p, seed * 100 + g) for p in PROMPTS for g in range(G)]
         with ThreadPoolExecutor(len(jobs)) as pool:
-            replies = list(pool.map(lambda j: chat.invoke([HumanMessage(j[0])], seed=j[1],
+            replies = list(pool.map(lambda j: policy.invoke(messages(j[0]), seed=j[1],
                                                           temperature=0.7, max_new_tokens=tokens,
                                                           min_new_tokens=tokens), jobs))
         samples = []
@@ -95,50 +128,128 @@ def run_ours(tokens: int) -> float:
                 m = r.response_metadata
                 samples.append(Sample("t", None, str(i), "writer", "m", m["prompt_token_ids"],
                                       m["completion_token_ids"], m["logprobs"], rew, {}, adv))
-        update(chat.model, optimizer, samples, args)
-        chat.batcher.prefixes.clear()
+        update(policy.model, optimizer, samples, args)
+        policy.batcher.prefixes.clear()
         return time.perf_counter() - t0
 
     step(0)
     return step(1)
 
 
-def child(impl: str, tokens: int) -> None:
+def research_batch(prompt_examples: bool) -> tuple[object, list]:
+    """A LoRA policy and the samples of one GRPO step of the learning pipeline: 2 curriculum
+    tasks x 4 research rollouts at T 0.7, every call given a non-zero advantage."""
+    import random
+
+    from graph.run import research_many
+    from tools.corpora import open_corpus
+    from training import rewards
+    from training.curriculum import Curriculum
+    from training.data import build_samples
+    from training.pipeline import PipelineConfig
+    from training.policy import load_policy, lora_config
+
+    cfg = PipelineConfig(output_dir=tempfile.mkdtemp())
+    tasks = Curriculum(first_seed=cfg.first_seed).sample(2)
+    policy = load_policy("local:smollm2", peft_config=lora_config(cfg.lora_r))
+    research = cfg.research.model_copy(update={"temperature": 0.7, "seed": 0,
+                                               "prompt_examples": prompt_examples})
+    with open_corpus(tasks) as sources:
+        results = research_many(tasks, samples_per_task=G, concurrency=2 * G, model=policy,
+                                config=research, **sources.as_kwargs())
+    samples = build_samples([r.trajectory for r in results if r.trajectory is not None],
+                            rewards.default(), scale_rewards="none")
+    rng = random.Random(0)
+    for s in samples:  # every call trains, as in a step where every group is informative
+        s.advantage = s.advantage or rng.choice((-0.5, 0.5))
+    return policy, samples
+
+
+def run_prefix_update(repeats: int) -> dict:
+    """`update` seconds on research batches, share_prefix off and on, alternated."""
+    import torch
+
+    from training.grpo import grpo_config, update
+    from training.policy import trainable_parameters
+    from training.shared_prefix import group_by_prefix
+
+    out = {}
+    for examples in (False, True):
+        policy, samples = research_batch(examples)
+        optimizer = torch.optim.AdamW(trainable_parameters(policy), lr=1e-4)
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(repeats):
+            for share in (False, True):
+                args = grpo_config(tempfile.mkdtemp(), lora=True, temperature=0.7,
+                                   share_prefix=share)
+                t0 = time.perf_counter()
+                update(policy.model, optimizer, samples, args)
+                times[share].append(time.perf_counter() - t0)
+                print("examples" if examples else "no examples", "shared" if share else "whole",
+                      round(times[share][-1], 1), flush=True)
+        groups = group_by_prefix(samples)
+        prompt = sum(len(s.prompt_ids) for s in samples)
+        shared = sum(len(g.prefix) * (len(g.members) - 1) for g in groups)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        out["with_examples" if examples else "without_examples"] = {
+            "calls": len(samples), "prompt_tokens": prompt,
+            "completion_tokens": sum(len(s.completion_ids) for s in samples),
+            "prefix_groups": sum(1 for g in groups if g.prefix),
+            "prompt_tokens_not_recomputed": shared,
+            "seconds_whole": [round(t, 2) for t in times[False]],
+            "seconds_shared": [round(t, 2) for t in times[True]],
+            "median_whole_s": round(med[False], 2), "median_shared_s": round(med[True], 2),
+            "speedup": round(med[False] / med[True], 3)}
+    return out
+
+
+def child(impl: str, tokens: int, prefix_tokens: int) -> None:
     """Measure one implementation in this process; print JSON."""
-    seconds = (run_ours if impl == "ours" else run_trl)(tokens)
+    system = system_prompt(prefix_tokens)
+    seconds = (run_ours if impl == "ours" else run_trl)(tokens, system)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"impl": impl, "seconds": seconds, "peak_rss_mb": peak_mb}))
 
 
 def main() -> None:
-    """Alternate ours and TRL in fresh processes; print the table and write JSON."""
+    """Alternate ours and TRL in fresh processes, then the update on research batches;
+    print the tables and write JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--prefix-tokens", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--child", choices=["ours", "trl"])
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.tokens)
+        child(args.child, args.tokens, args.prefix_tokens)
         return
     runs: dict[str, list[dict]] = {"ours": [], "trl": []}
     for _ in range(args.repeats):
         for impl in ("ours", "trl"):
             proc = subprocess.run([sys.executable, __file__, "--child", impl, "--tokens",
-                                   str(args.tokens)], capture_output=True, text=True, check=True)
+                                   str(args.tokens), "--prefix-tokens", str(args.prefix_tokens)],
+                                  capture_output=True, text=True, check=True)
             runs[impl].append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(impl, runs[impl][-1], flush=True)
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("seconds", "peak_rss_mb")}
            for k, v in runs.items()}
-    result = {"tokens": args.tokens, "prompts": len(PROMPTS), "generations": G, "runs": runs,
-              "median": med,
+    prefix = run_prefix_update(args.repeats)
+    result = {"tokens": args.tokens, "prefix_tokens": args.prefix_tokens, "prompts": len(PROMPTS),
+              "generations": G, "repeats": args.repeats, "runs": runs, "median": med,
+              "prefix_update": prefix,
               "summary": {"time_ratio_vs_trl": round(med["ours"]["seconds"] / med["trl"]["seconds"], 3),
                           "memory_ratio_vs_trl": round(med["ours"]["peak_rss_mb"]
-                                                       / med["trl"]["peak_rss_mb"], 3)}}
+                                                       / med["trl"]["peak_rss_mb"], 3),
+                          "prefix_update_speedup": prefix["without_examples"]["speedup"],
+                          "prefix_update_speedup_with_examples": prefix["with_examples"]["speedup"]}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "train_step.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'':6} {'seconds':>8} {'peak MB':>8}")
     for k in ("ours", "trl"):
         print(f"{k:6} {med[k]['seconds']:8.1f} {med[k]['peak_rss_mb']:8.0f}")
+    for k, v in prefix.items():
+        print(f"update, {k}: {v['median_whole_s']} s whole, {v['median_shared_s']} s shared "
+              f"({v['speedup']}x; {v['calls']} calls)")
     print(result["summary"])
 
 

@@ -37,7 +37,7 @@ def even_first_tokens(trajectory, task=None):
 @pytest.fixture
 def toy_policy(make_tiny_policy):
     """Fresh random 2-layer Llamas with the SmolLM2 tokenizer and peaked logits: toy_policy(seed)."""
-    return lambda seed=0: make_tiny_policy(seed, initializer_range=0.3, model_name="toy")
+    return lambda seed=0, **kw: make_tiny_policy(seed, initializer_range=0.3, model_name="toy", **kw)
 
 
 @pytest.fixture
@@ -70,26 +70,40 @@ def test_gradient_scales_with_group_advantage_and_masked_tokens_get_none():
     assert logps.grad[0, 0] == 0 and logps.grad[0, 1] != 0 and stats["clip_ratio"] > 0
 
 
-def test_grpo_raises_the_reward_on_a_toy_world(toy_policy, small_world, toy_kb, tmp_path):
-    policy = toy_policy()
+@pytest.mark.parametrize("engine", ["transformers",
+                                    pytest.param("ct2-int8", marks=pytest.mark.slow)])
+def test_grpo_raises_the_reward_on_a_toy_world(toy_policy, small_world, toy_kb, tmp_path, engine):
+    if engine == "ct2-int8":
+        pytest.importorskip("ctranslate2")
+    policy = toy_policy(engine=engine)
     rows = []
     # the toy reward has no right answer to vary, so no group would survive dynamic sampling
-    args = grpo_config(tmp_path / "run", learning_rate=5e-3, max_steps=8, save_steps=4,
-                       temperature=0.3, seed=0, dynamic_sampling=False)
+    # int8 weights of this random model are more peaked than its fp32 ones: without more
+    # temperature a role can settle on one wrong reply before the others are learnt
+    steps = 8 if engine == "transformers" else 14  # int8 rollouts see small updates late
+    args = grpo_config(tmp_path / "run", learning_rate=5e-3, max_steps=steps, save_steps=4,
+                       temperature=0.3 if engine == "transformers" else 0.7, seed=0,
+                       dynamic_sampling=False)
     train_grpo(small_world.tasks[:1], model=policy, output_dir=tmp_path / "run",
                reward=even_first_tokens, knowledge=toy_kb, group_size=8, batch_tasks=1,
                research=TOY, args=args, on_step=rows.append)
     rewards_ = [r["reward/reward"] for r in rows]
-    assert len(rewards_) == 8
-    assert sum(rewards_[-3:]) / 3 > sum(rewards_[:3]) / 3 + 0.15, rewards_
+    assert len(rewards_) == steps
+    first, last = sum(rewards_[:3]) / 3, sum(rewards_[-3:]) / 3
+    assert first < 0.9 and last >= first + 0.5 * (1 - first), rewards_  # half the room closed
     out = tmp_path / "run"
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 8
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == steps
     assert (out / "curves.png").exists() and (out / "checkpoint-4" / "grpo_state.json").exists()
     first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert {"reward/reward", "em", "searches_after_miss", "format_rate", "tokens", "step_s",
             "loss"} <= set(first)
     trained = load_chat_model(f"hf:{out}")  # the output folder loads back as a model spec
     assert isinstance(trained, LocalChatModel)
+    if engine == "ct2-int8":  # sampled by int8 weights: trained with the mismatch corrected
+        trained = [r for r in rows if r["trained_samples"]]
+        assert trained and all(0 < r["importance_kept"] <= 1 and r["sampler_logp_gap"] > 0
+                               for r in trained)
+        assert len(policy.sampler.sync_s) >= steps  # new weights converted after every update
 
 
 def test_grpo_resumes_from_its_last_checkpoint(toy_policy, small_world, toy_kb, tmp_path):

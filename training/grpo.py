@@ -51,6 +51,7 @@ from tools.corpora import Sources, corpus_of, open_corpus
 from tools.device import trainer_settings
 from training import rewards
 from training.data import Sample, build_samples
+from training.offpolicy import importance_weights
 from training.policy import (
     is_peft,
     load_policy,
@@ -130,12 +131,14 @@ def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.
                 mask: torch.Tensor, *, epsilon_low: float = 0.2, epsilon_high: float = 0.2,
                 loss_type: str = "dapo", ref_logps: torch.Tensor | None = None,
                 beta: float = 0.0, max_completion_length: int | None = None,
+                importance: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """TRL's clipped GRPO loss on padded (N, T) per-token log-probabilities.
 
-    `advantages` is (N,); `mask` is 1 on completion tokens. Aggregation as TRL's loss types:
-    grpo = mean over sequences of the per-sequence token mean; bnpo/dapo = mean over all
-    tokens; dr_grpo = sum / (N * max_completion_length).
+    `advantages` is (N,); `mask` is 1 on completion tokens; `importance` (N, T) weights each
+    token's loss (a sampler that is not the trainer: `training.offpolicy`). Aggregation as
+    TRL's loss types: grpo = mean over sequences of the per-sequence token mean; bnpo/dapo =
+    mean over all tokens; dr_grpo = sum / (N * max_completion_length).
     """
     ratio = torch.exp(logps - old_logps)
     clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
@@ -145,6 +148,8 @@ def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.
     if beta and ref_logps is not None:
         kl = torch.exp(ref_logps - logps) - (ref_logps - logps) - 1
         per_token = per_token + beta * kl
+    if importance is not None:
+        per_token = per_token * importance
     mask = mask.to(per_token.dtype)
     if loss_type == "grpo":
         loss = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
@@ -177,16 +182,44 @@ def completion_logps(model: Any, sample: Sample, temperature: float) -> torch.Te
 
 
 def _sample_loss(logps: torch.Tensor, sample: Sample, ref_logps: torch.Tensor | None,
-                 args: GRPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
+                 args: GRPOConfig, old: _Old | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """`policy_loss` of one sample (one row: no padding) from its completion's logprobs under
-    the policy, as its loss type aggregates a row."""
+    the policy, as its loss type aggregates a row. Without `old`, the sampler's recorded
+    logprobs are the old policy's; with it, the trainer's (and their importance weights)."""
     logps = logps.unsqueeze(0)
-    old = torch.tensor([sample.logprobs], device=logps.device, dtype=logps.dtype)
+    if old is None:
+        old_logps, weights = torch.tensor([sample.logprobs], device=logps.device,
+                                          dtype=logps.dtype), None
+    else:
+        old_logps, weights = old.logps.unsqueeze(0), old.weights
     adv = torch.tensor([sample.advantage], device=logps.device, dtype=logps.dtype)
     eps_high = args.epsilon_high if args.epsilon_high is not None else args.epsilon
-    return policy_loss(logps, old, adv, torch.ones_like(old), epsilon_low=args.epsilon,
+    return policy_loss(logps, old_logps, adv, torch.ones_like(old_logps), epsilon_low=args.epsilon,
                        epsilon_high=eps_high, ref_logps=ref_logps, beta=args.beta,
-                       loss_type="grpo" if args.loss_type == "grpo" else "bnpo")
+                       loss_type="grpo" if args.loss_type == "grpo" else "bnpo",
+                       importance=None if weights is None else weights.unsqueeze(0))
+
+
+@dataclass
+class _Old:
+    """The old policy's logprobs of a sample taken from the trainer's first forward pass,
+    and the importance weights correcting for the sampler (None: not corrected)."""
+
+    logps: torch.Tensor
+    weights: torch.Tensor | None
+
+
+def _old_from_trainer(logps: torch.Tensor, sample: Sample, args: GRPOConfig) -> _Old:
+    """The trainer's own logprobs as the old policy's, and TRL-style importance weights
+    pi_trainer / pi_sampler when `vllm_importance_sampling_correction` is on."""
+    weights = None
+    if getattr(args, "vllm_importance_sampling_correction", True):
+        sampler = torch.tensor(sample.logprobs, device=logps.device, dtype=logps.dtype)
+        weights = importance_weights(logps, sampler,
+                                     mode=getattr(args, "vllm_importance_sampling_mode", "sequence_mask"),
+                                     clip_min=getattr(args, "vllm_importance_sampling_clip_min", None),
+                                     clip_max=getattr(args, "vllm_importance_sampling_clip_max", 3.0))
+    return _Old(logps.detach(), weights)
 
 
 def _loss_weight(args: GRPOConfig, tokens: int, samples: Sequence[Sample]) -> float:
@@ -201,7 +234,8 @@ def _loss_weight(args: GRPOConfig, tokens: int, samples: Sequence[Sample]) -> fl
 
 def _optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     samples: Sequence[Sample], refs: Sequence[torch.Tensor | None],
-                    args: GRPOConfig, scheduler: Any) -> dict[str, float]:
+                    args: GRPOConfig, scheduler: Any,
+                    olds: list[_Old | None] | None = None) -> dict[str, float]:
     """One optimiser step on the batch loss, accumulated one sample at a time (calls that
     share a prompt prefix run as suffixes of it, unless `args.share_prefix` is off)."""
     optimizer.zero_grad(set_to_none=True)
@@ -214,7 +248,9 @@ def _optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             sample = samples[i]
             logps = (shared.completion_logps(sample, args.temperature) if shared
                      else completion_logps(model, sample, args.temperature))
-            loss, stats = _sample_loss(logps, sample, refs[i], args)
+            if olds is not None and olds[i] is None:  # first inner epoch, inexact sampler
+                olds[i] = _old_from_trainer(logps, sample, args)
+            loss, stats = _sample_loss(logps, sample, refs[i], args, olds[i] if olds else None)
             n = len(sample.completion_ids)
             weight = _loss_weight(args, n, samples)
             (loss * weight).backward()
@@ -234,14 +270,16 @@ def _optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, samples: Sequence[Sample],
-           args: GRPOConfig, ref_model: Any = None,
-           scheduler: Any = None) -> dict[str, float]:
+           args: GRPOConfig, ref_model: Any = None, scheduler: Any = None,
+           exact_sampler: bool = True) -> dict[str, float]:
     """`args.num_iterations` clipped policy-gradient steps on these samples; returns stats.
 
     Samples are processed one at a time (CPU: no padding waste) with their gradients
     accumulated, so each optimiser step sees the loss of the whole batch, aggregated as
-    `policy_loss` does. Also the path for stored groups of the same policy: the recorded
-    logprobs are the importance-ratio denominators.
+    `policy_loss` does. With an exact sampler (the in-process engine; stored groups of the
+    same policy) the recorded logprobs are the clipped ratio's denominators; otherwise
+    (`exact_sampler=False`: CTranslate2 int8, a vLLM server) the trainer's own logprobs
+    are, with truncated importance sampling for the sampler's mismatch (`training.offpolicy`).
     """
     kl = bool(args.beta) and ref_model is not None
     active = [s for s in samples if s.advantage != 0.0 or kl]
@@ -250,13 +288,25 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, samples: Se
     with torch.no_grad():
         refs = [completion_logps(ref_model, s, args.temperature).unsqueeze(0) if kl else None
                 for s in active]
+    olds: list[_Old | None] | None = None if exact_sampler else [None] * len(active)
     model.train()
     try:
         for _ in range(max(1, args.num_iterations)):
-            stats = _optimizer_step(model, optimizer, active, refs, args, scheduler)
+            stats = _optimizer_step(model, optimizer, active, refs, args, scheduler, olds)
     finally:
         model.eval()
+    if olds is not None:
+        stats.update(_mismatch(active, olds))
     return stats
+
+
+def _mismatch(samples: Sequence[Sample], olds: Sequence[_Old | None]) -> dict[str, float]:
+    """How far the sampler's logprobs were from the trainer's, and how many tokens the
+    importance weights kept."""
+    gaps = [(o.logps.cpu() - torch.tensor(s.logprobs)).abs() for s, o in zip(samples, olds, strict=True) if o]
+    kept = [(o.weights > 0).float() for o in olds if o is not None and o.weights is not None]
+    return {"sampler_logp_gap": float(torch.cat(gaps).mean()) if gaps else 0.0,
+            "importance_kept": float(torch.cat(kept).mean()) if kept else 1.0}
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -419,7 +469,7 @@ class ResearchGRPOTrainer:
                 self._log(self._step())
                 if self.args.save_steps and self.state.step % int(self.args.save_steps) == 0:
                     self._save_checkpoint()
-        self.policy.batcher.prefixes.clear()
+        self.policy.weights_changed()
         if self.state.history:
             plot_curves(self.state.history, self.output_dir / "curves.png")
         save_policy(self.policy, self.output_dir)
@@ -475,7 +525,8 @@ class ResearchGRPOTrainer:
         samples = self._samples(informative)
         rollout_s = time.perf_counter() - t0
         stats = update(self.policy.model, self.optimizer, samples, self.args,
-                       ref_model=self.ref_model, scheduler=self.scheduler)
+                       ref_model=self.ref_model, scheduler=self.scheduler,
+                       exact_sampler=self.policy.sampler.exact)
         self.state.step += 1
         return {"step": self.state.step, **step_metrics(trajectories), **stats,
                 "rollouts": len(trajectories), "samples": len(samples),
@@ -517,7 +568,7 @@ class ResearchGRPOTrainer:
 
     def _rollouts(self, tasks: Sequence[dict[str, Any]]) -> list[Trajectory]:
         """`num_generations` research runs per task with the current policy, all at once."""
-        self.policy.batcher.prefixes.clear()  # cached prefixes were computed with older weights
+        self.policy.weights_changed()  # the engine samples from the updated weights
         group = self.args.num_generations
         results = research_many(tasks, samples_per_task=group, concurrency=len(tasks) * group,
                                 model=self.policy, **self._sources_kwargs,

@@ -1,0 +1,182 @@
+"""CTranslate2 int8 sampling on the CPU: the fast rollout engine.
+
+SmolLM2-135M decodes several times faster in int8 with CTranslate2 than in fp32 with
+transformers on this CPU (`benchmarks/rollouts.py` measures it). The engine converts the
+policy's weights (a LoRA adapter merged into a copy) to a CTranslate2 int8 model, gathers
+concurrent requests for a few milliseconds and decodes each gathered group with one
+`generate_batch` call. After the trainer changes the weights, `weights_changed()` marks the
+model stale and the next batch converts and reloads it first (`sync_s` keeps each sync's
+seconds).
+
+Logprobs follow `LocalChatModel`'s convention: per completion token, log softmax(logits / T)
+(T = 1 when greedy), computed from the step's logits over the whole vocabulary, since
+CTranslate2's own `log_prob` is always taken at T = 1. They come from int8 weights, so they
+differ from the trainer's fp32 ones: `exact = False` tells the trainer to correct for the
+mismatch (`training.grpo.update`, truncated importance sampling). Unlike the in-process
+engine, a batch samples from one random generator (`ctranslate2.set_random_seed`, seeded by
+the batch's first request), so a call's tokens depend on what it was batched with.
+"""
+
+from __future__ import annotations
+
+import copy
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.decoding import GenerationOutput, GenerationRequest, eos_ids, hit_stop
+
+
+class CT2Sampler:
+    """Requests decoded by CTranslate2 (int8 by default) from the policy's current weights."""
+
+    exact = False  # int8 logprobs are not the trainer's
+
+    def __init__(self, model: Any, tokenizer: Any, *, quantization: str = "int8",
+                 threads: int = 0, window_s: float = 0.005, max_batch: int = 16):
+        try:
+            import ctranslate2  # noqa: F401
+        except ImportError:
+            raise ImportError("the ct2 engine needs CTranslate2: pip install 'sleuth[ct2]' "
+                              "(ctranslate2>=4.5)") from None
+        self.model, self.tokenizer = model, tokenizer
+        self.quantization, self.threads = quantization, threads
+        self.window_s, self.max_batch = window_s, max_batch
+        self.eos = eos_ids(tokenizer, model)
+        self.sync_s: list[float] = []  # seconds of each conversion and reload
+        self.batch_sizes: list[int] = []
+        self._folder = Path(tempfile.mkdtemp(prefix="sleuth-ct2-"))
+        self._generator: Any = None
+        self._stale = True
+        self._queue: queue.Queue[tuple[GenerationRequest, Future] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="sleuth-ct2")
+        self._thread.start()
+
+    def submit(self, req: GenerationRequest) -> Future:
+        """Queue a request; the future resolves when `req.result` is set."""
+        fut: Future = Future()
+        self._queue.put((req, fut))
+        return fut
+
+    def weights_changed(self) -> None:
+        """The policy's weights changed: convert them again before the next batch."""
+        self._stale = True
+
+    def close(self) -> None:
+        """Stop the worker after the queued requests and delete the converted model."""
+        self._queue.put(None)
+
+    # ------------------------------------------------------------------ weights
+
+    def _sync(self) -> None:
+        """Export the current weights (LoRA merged into a copy), convert, and reload."""
+        import ctranslate2
+        from ctranslate2.converters import TransformersConverter
+
+        t0 = time.perf_counter()
+        hf, ct = self._folder / "hf", self._folder / "ct2"
+        shutil.rmtree(hf, ignore_errors=True)
+        model = self.model
+        if hasattr(model, "merge_and_unload"):  # a PEFT model: merge into a copy
+            model = copy.deepcopy(model).merge_and_unload()
+        model.save_pretrained(hf)
+        self.tokenizer.save_pretrained(hf)
+        self._generator = None
+        TransformersConverter(str(hf)).convert(str(ct), quantization=self.quantization, force=True)
+        self._generator = ctranslate2.Generator(str(ct), device="cpu", intra_threads=self.threads,
+                                                compute_type=self.quantization)
+        shutil.rmtree(hf, ignore_errors=True)
+        self._stale = False
+        self.sync_s.append(time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _take(self) -> list[tuple[GenerationRequest, Future]] | None:
+        """A first request (waiting for it), then those arriving within the window."""
+        first = self._queue.get()
+        if first is None:
+            return None
+        items = [first]
+        deadline = time.monotonic() + self.window_s
+        while len(items) < self.max_batch:
+            try:
+                nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if nxt is None:
+                self._queue.put(None)
+                break
+            items.append(nxt)
+        return items
+
+    def _loop(self) -> None:
+        while (items := self._take()) is not None:
+            groups: dict[tuple, list[tuple[GenerationRequest, Future]]] = {}
+            for req, fut in items:  # one generate_batch call per set of sampling parameters
+                key = (req.temperature, req.top_p, req.max_new_tokens, req.min_new_tokens)
+                groups.setdefault(key, []).append((req, fut))
+            for group in groups.values():
+                try:
+                    if self._stale:
+                        self._sync()
+                    self._decode([r for r, _ in group])
+                    for _, fut in group:
+                        fut.set_result(None)
+                except BaseException as e:  # noqa: BLE001 - the callers get the error
+                    for _, fut in group:
+                        if not fut.done():
+                            fut.set_exception(e)
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    def _decode(self, reqs: list[GenerationRequest]) -> None:
+        """One `generate_batch` over requests that share their sampling parameters."""
+        import ctranslate2
+
+        r0 = reqs[0]
+        greedy = r0.temperature <= 0
+        temperature = 1.0 if greedy else r0.temperature
+        tokens: list[list[int]] = [[] for _ in reqs]
+        stopped = [False] * len(reqs)
+
+        def step(s: Any) -> bool:  # True ends that row: an end-of-turn token or a stop string
+            i = s.batch_id
+            tokens[i].append(int(s.token_id))
+            if s.token_id in self.eos:
+                return True
+            stopped[i] = bool(reqs[i].stop) and hit_stop(self.tokenizer, tokens[i], reqs[i].stop)
+            return stopped[i]
+
+        ctranslate2.set_random_seed(r0.seed % (1 << 31))
+        self.batch_sizes.append(len(reqs))
+        results = self._generator.generate_batch(
+            [self.tokenizer.convert_ids_to_tokens(r.prompt_ids) for r in reqs],
+            max_length=r0.max_new_tokens, min_length=r0.min_new_tokens,
+            sampling_topk=1 if greedy else 0, sampling_topp=r0.top_p,
+            sampling_temperature=temperature, end_token=sorted(self.eos), return_end_token=True,
+            include_prompt_in_result=False, return_logits_vocab=True, callback=step)
+        for i, (r, res) in enumerate(zip(reqs, results, strict=True)):
+            ids = [int(t) for t in res.sequences_ids[0]]
+            ended = bool(ids) and ids[-1] in self.eos
+            r.result = GenerationOutput(
+                token_ids=ids, logprobs=_logprobs(res.logits[0], ids, temperature),
+                text=self.tokenizer.decode(ids, skip_special_tokens=True),
+                finish_reason="stop" if ended or stopped[i] else "length")
+
+
+def _logprobs(logits: list[Any], ids: list[int], temperature: float) -> list[float]:
+    """log softmax(logits / T) of each generated token. A row whose prompt is longer than
+    the batch's shortest gets logits for its last prompt positions too: the last len(ids)
+    entries are the generated tokens' (checked against CTranslate2's own T = 1 scores)."""
+    out = []
+    for step, tok in zip(logits[len(logits) - len(ids):], ids, strict=True):
+        x = np.asarray(step, dtype=np.float64).reshape(-1) / temperature
+        top = x.max()
+        out.append(float(x[tok] - top - np.log(np.exp(x - top).sum())))
+    return out

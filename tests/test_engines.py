@@ -1,0 +1,91 @@
+"""Rollout engines: the CTranslate2 sampler against the trainer's own logprobs (tiny Llama)."""
+
+import pytest
+import torch
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from agents.decoding import GenerationRequest
+from agents.engines import make_sampler
+from training.data import Sample
+from training.grpo import completion_logps
+
+pytest.importorskip("ctranslate2")
+
+
+@pytest.fixture(scope="module")
+def policy(make_tiny_policy):
+    return make_tiny_policy(seed=3, initializer_range=0.3, max_new_tokens=12)
+
+
+def _request(policy, temperature: float, seed: int = 1, question: str = "Where?",
+             **kw) -> GenerationRequest:
+    ids, prefix = policy.encode_prompt([SystemMessage("Answer briefly."), HumanMessage(question)])
+    return GenerationRequest(prompt_ids=ids, prefix_len=prefix, seed=seed, temperature=temperature,
+                             max_new_tokens=12, **kw)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_ct2_logprobs_follow_the_trainers_convention(policy, temperature):
+    from agents.ct2 import CT2Sampler
+
+    sampler = CT2Sampler(policy.model, policy.tokenizer, quantization="float32")
+    questions = ("Where?", "Where was the director of The Iron Harbour born?", "Who wrote it, then?")
+    reqs = [_request(policy, temperature, seed=i, question=q) for i, q in enumerate(questions)]
+    try:  # prompts of different lengths decoded in one batch
+        for fut in [sampler.submit(r) for r in reqs]:
+            fut.result(timeout=300)
+    finally:
+        sampler.close()
+    assert max(sampler.batch_sizes) > 1
+    for req in reqs:
+        out = req.result
+        assert len(out.token_ids) == len(out.logprobs) > 0
+        sample = Sample("t", None, None, "writer", "m", req.prompt_ids, out.token_ids, out.logprobs, 0.0)
+        with torch.no_grad():
+            ours = completion_logps(policy.model, sample, temperature or 1.0)
+        torch.testing.assert_close(torch.tensor(out.logprobs), ours, atol=2e-4, rtol=1e-4)
+        assert out.text == policy.tokenizer.decode(out.token_ids, skip_special_tokens=True)
+
+
+def test_the_int8_engine_runs_a_chat_model_and_resyncs_after_an_update(make_tiny_policy):
+    chat = make_tiny_policy(seed=4, initializer_range=0.3, max_new_tokens=8, engine="ct2-int8",
+                            temperature=0.0)
+    try:
+        first = chat.invoke([HumanMessage("Where?")])
+        meta = first.response_metadata
+        assert len(meta["completion_token_ids"]) == len(meta["logprobs"]) > 0
+        assert chat.sampler.exact is False and len(chat.sampler.sync_s) == 1
+        with torch.no_grad():
+            for p in chat.model.parameters():
+                p.mul_(-1.0)  # a very different policy
+        chat.weights_changed()
+        second = chat.invoke([HumanMessage("Where?")])
+        assert len(chat.sampler.sync_s) == 2  # converted again before decoding
+        assert second.response_metadata["completion_token_ids"] != meta["completion_token_ids"]
+        with pytest.raises(AttributeError, match="ct2-int8"):
+            chat.batcher  # noqa: B018
+    finally:
+        chat.close()
+
+
+def test_stop_strings_end_a_ct2_completion(policy):
+    from agents.ct2 import CT2Sampler
+
+    sampler = CT2Sampler(policy.model, policy.tokenizer, quantization="float32")
+    try:
+        free = _request(policy, 0.0)
+        sampler.submit(free).result(timeout=300)
+        text = free.result.text
+        assert len(free.result.token_ids) >= 4
+        stop = policy.tokenizer.decode(free.result.token_ids[2:3], skip_special_tokens=True)
+        stopped = _request(policy, 0.0, stop=[stop])
+        sampler.submit(stopped).result(timeout=300)
+    finally:
+        sampler.close()
+    assert stop in stopped.result.text and len(stopped.result.token_ids) <= 3
+    assert stopped.result.finish_reason == "stop" and text.startswith(stopped.result.text)
+
+
+def test_an_unknown_engine_is_named():
+    with pytest.raises(ValueError, match="ct2-int8"):
+        make_sampler("vllm-turbo", None, None)
