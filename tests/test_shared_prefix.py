@@ -24,15 +24,16 @@ def _sample(role: str, prompt: list[int], rng: random.Random, advantage: float) 
 def samples() -> list[Sample]:
     """Three planner calls sharing 40 prompt tokens, two writer calls sharing 30, one searcher."""
     rng = random.Random(0)
-    planner, writer = [rng.randrange(100, 5000) for _ in range(40)], [rng.randrange(100, 5000) for _ in range(30)]
-    out = []
-    for i, adv in enumerate((0.5, -0.5, 1.0)):
-        out.append(_sample("planner", planner + [6000 + i] + [rng.randrange(100, 5000) for _ in range(5 + 3 * i)],
-                           rng, adv))
-    for i, adv in enumerate((0.75, -0.25)):
-        out.append(_sample("writer", writer + [7000 + i] + [rng.randrange(100, 5000) for _ in range(4 + i)],
-                           rng, adv))
-    out.append(_sample("searcher", [rng.randrange(100, 5000) for _ in range(20)], rng, -1.0))
+
+    def tokens(n: int) -> list[int]:
+        return [rng.randrange(100, 5000) for _ in range(n)]
+
+    planner, writer = tokens(40), tokens(30)
+    out = [_sample("planner", planner + [6000 + i] + tokens(5 + 3 * i), rng, adv)
+           for i, adv in enumerate((0.5, -0.5, 1.0))]
+    out += [_sample("writer", writer + [7000 + i] + tokens(4 + i), rng, adv)
+            for i, adv in enumerate((0.75, -0.25))]
+    out.append(_sample("searcher", tokens(20), rng, -1.0))
     return out
 
 
