@@ -21,6 +21,7 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from agents import load_chat_model  # noqa: E402
 from graph import ResearchConfig  # noqa: E402
 from tools.documents import read_tasks  # noqa: E402
 from tools.paths import sleuth_home  # noqa: E402
@@ -59,17 +60,19 @@ def digest(path: Path | None) -> str:
 def evaluate_cached(model: str, suite: str, tasks: Sequence[Mapping[str, Any]], *,
                     mode: str = "graph", weights: Path | None = None,
                     config: ResearchConfig = EVAL, say: Callable[[str], None] = print,
-                    ) -> dict[str, Any]:
+                    engine: str = "transformers") -> dict[str, Any]:
     """`training.evaluate.evaluate` on a suite, kept on disk by its inputs and reused."""
-    key = json.dumps([model, digest(weights), mode, config.model_dump(mode="json"),
-                      [t["id"] for t in tasks]])
+    parts = [model, digest(weights), mode, config.model_dump(mode="json"), [t["id"] for t in tasks]]
+    key = json.dumps(parts if engine == "transformers" else [*parts, engine])
     name = f"{suite}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     cached = sleuth_home() / "runs" / "evals" / name
     if cached.exists():
         say(f"{suite} / {model} / {mode}: kept from an earlier run")
         return json.loads(cached.read_text())
-    say(f"{suite} / {model} / {mode}: {len(tasks)} tasks")
-    result = evaluate(list(tasks), model=model, mode=mode, concurrency=8, config=config)  # type: ignore[arg-type]
+    say(f"{suite} / {model} / {mode} / {engine}: {len(tasks)} tasks")
+    chat = model if engine == "transformers" else load_chat_model(model, engine=engine)
+    result = evaluate(list(tasks), model=chat, mode=mode, concurrency=8, config=config)  # type: ignore[arg-type]
+    result["model"], result["engine"] = model, engine
     result["tasks"] = suite
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(result, default=str))

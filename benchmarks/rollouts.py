@@ -11,8 +11,13 @@
 3. Batch-1 decode tokens/s of `LocalChatModel` against the memory-bandwidth limit (fp32
    weight bytes read per token / measured copy bandwidth), and against transformers'
    `generate` on the same prompt.
+4. Engines: the same N tasks, N concurrent, with the CTranslate2 int8 engine against the
+   in-process fp32 one (trajectories/min; the int8 conversion timed apart), and greedy EM
+   on the first 100 tasks of the held-out world of `benchmarks/protocol.py` with each
+   engine (the fp32 side is the cached untrained evaluation the baselines use).
 
-Usage: python benchmarks/rollouts.py [--runs 8] [--quick]  (writes benchmarks/results/rollouts.json)
+Usage: python benchmarks/rollouts.py [--runs 8] [--quick] [--em-tasks 100]
+       (writes benchmarks/results/rollouts.json)
 """
 
 from __future__ import annotations
@@ -128,11 +133,40 @@ def replay_seconds(result, cfg: ResearchConfig) -> tuple[float, bool]:
     return statistics.median(times), out.answer == result.answer
 
 
+def compare_engines(tasks: list[dict], kb: KnowledgeBase, cfg: ResearchConfig, fp32_s: float,
+                    em_tasks: int) -> dict:
+    """The int8 engine on the same concurrent runs (its conversion timed apart), and both
+    engines' greedy EM on the held-out world's first `em_tasks` tasks (paired rows)."""
+    from protocol import evaluate_cached, paired, rows, suites
+
+    int8 = load_chat_model("local:smollm2", engine="ct2-int8")
+    int8.invoke([HumanMessage("warm up")], max_new_tokens=2)  # converts the weights
+    t0 = time.perf_counter()
+    research_many(tasks, concurrency=len(tasks), model=int8, knowledge=kb, config=cfg)
+    int8_s = time.perf_counter() - t0
+    world = suites()["world"]  # fp32: the cached untrained evaluation, its first tasks
+    held_out = world[:em_tasks]
+    ids = {t["id"] for t in held_out}
+    fp32_rows = [r for r in rows(evaluate_cached("local:smollm2", "world", world, say=console.print),
+                                 "graph") if r["task_id"] in ids]
+    int8_rows = rows(evaluate_cached("local:smollm2", "world", held_out, engine="ct2-int8",
+                                     say=console.print), "graph")
+    delta = paired(fp32_rows, int8_rows)
+    em = {k: round(100 * sum(r["em"] for r in v) / len(v), 1)
+          for k, v in (("fp32", fp32_rows), ("int8", int8_rows))}
+    return {"int8_concurrent_s": int8_s, "fp32_concurrent_s": fp32_s,
+            "int8_traj_per_min": 60 * len(tasks) / int8_s, "conversion_s": int8.sampler.sync_s[0],
+            "engine_speedup": round(fp32_s / int8_s, 3), "em_tasks": len(held_out),
+            "em_fp32": em["fp32"], "em_int8": em["int8"], "em_delta": delta["gain"],
+            "em_delta_ci95": delta["ci95"], "em_gained": delta["gained"], "em_lost": delta["lost"]}
+
+
 def main() -> None:
     """Run, print, write JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=8)
-    ap.add_argument("--quick", action="store_true", help="2 runs, short decode")
+    ap.add_argument("--quick", action="store_true", help="2 runs, short decode, 10 EM tasks")
+    ap.add_argument("--em-tasks", type=int, default=100, help="Held-out tasks for the engines' EM.")
     args = ap.parse_args()
     runs = 2 if args.quick else args.runs
     model = load_chat_model("local:smollm2")
@@ -167,6 +201,8 @@ def main() -> None:
 
     console.print("[bold]3. batch-1 decode[/bold]")
     dec = decode_speed(model, 32 if args.quick else 128)
+    console.print("[bold]4. engines: int8 against fp32[/bold]")
+    engines = compare_engines(world.tasks, kb, cfg, conc_s, 10 if args.quick else args.em_tasks)
     results = {
         "runs": runs, "config": cfg.model_dump(),
         "sequential_s": seq_s, "concurrent_s": conc_s,
@@ -176,10 +212,12 @@ def main() -> None:
         "model_calls": sum(r.stats["model_calls"] for r in seq),
         "orchestration_s_per_run": statistics.median(overhead),
         "replays_matching": sum(ok for _, ok in replays),
-        "wall_s_per_run": statistics.median(walls), "decode": dec,
+        "wall_s_per_run": statistics.median(walls), "decode": dec, "engines": engines,
         "summary": {"concurrent_speedup": round(seq_s / conc_s, 3),
                     "orchestration_share": round(share, 4),
-                    "decode_tok_s_bs1": round(dec["ours_tok_s"], 2)},
+                    "decode_tok_s_bs1": round(dec["ours_tok_s"], 2),
+                    "engine_speedup": engines["engine_speedup"],
+                    "engine_em_delta": engines["em_delta"]},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "rollouts_quick.json" if args.quick else "rollouts.json"
@@ -205,6 +243,11 @@ def main() -> None:
               f"{dec['copy_bandwidth_gb_s']:.1f}", f"{dec['bandwidth_limit_tok_s']:.1f}",
               f"{dec['share_of_limit']:.0%}")
     console.print(t)
+    console.print(f"engines: int8 {engines['int8_concurrent_s']:.1f} s vs fp32 {conc_s:.1f} s for "
+                  f"{runs} concurrent runs ({engines['engine_speedup']:.2f}x; conversion "
+                  f"{engines['conversion_s']:.1f} s); greedy EM on {engines['em_tasks']} held-out "
+                  f"tasks: int8 {engines['em_int8']} vs fp32 {engines['em_fp32']} "
+                  f"({engines['em_delta']:+.1f}, 95% CI {engines['em_delta_ci95']})")
     console.print(f"wrote {RESULTS / name}")
 
 
