@@ -9,8 +9,9 @@ it samples from. Engines:
   weights (exact logprobs; per-request seeds; continuous batching; prefix KV cache).
 - "ct2-int8": `agents.ct2.CT2Sampler`, CTranslate2 int8 on the CPU (several times faster
   decoding; logprobs from int8 weights, so the trainer corrects for the mismatch).
-
-A model served elsewhere (vLLM or any OpenAI-compatible server) is `agents.remote`.
+- "openai": `agents.remote.OpenAISampler`, a vLLM (or other OpenAI-compatible) server
+  sampling from the base model plus the trainer's LoRA adapter, pushed after every update
+  (options: `base_url`, `served_model`, `api_key`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 
 from agents.decoding import GenerationRequest
 
-ENGINES = ("transformers", "ct2-int8")
+ENGINES = ("transformers", "ct2-int8", "openai")
 
 
 class Sampler(Protocol):
@@ -42,8 +43,9 @@ class Sampler(Protocol):
 
 
 def make_sampler(engine: str, model: Any, tokenizer: Any, *, window_s: float = 0.005,
-                 max_batch: int = 16, prefix_cache_size: int = 16) -> Sampler:
-    """The sampler of an engine name (see the module docstring) for this model."""
+                 max_batch: int = 16, prefix_cache_size: int = 16, **options: Any) -> Sampler:
+    """The sampler of an engine name (see the module docstring) for this model; `options`
+    go to the engine ("openai": base_url, served_model, api_key)."""
     if engine == "transformers":
         from agents.decoding import Batcher
 
@@ -52,5 +54,12 @@ def make_sampler(engine: str, model: Any, tokenizer: Any, *, window_s: float = 0
     if engine == "ct2-int8":
         from agents.ct2 import CT2Sampler
 
-        return CT2Sampler(model, tokenizer, window_s=window_s, max_batch=max_batch)
+        return CT2Sampler(model, tokenizer, window_s=window_s, max_batch=max_batch, **options)
+    if engine == "openai":
+        from agents.remote import OpenAISampler
+
+        if "base_url" not in options or "served_model" not in options:
+            raise ValueError("the openai engine needs engine_options base_url (e.g. "
+                             "http://127.0.0.1:8000/v1) and served_model (the server's model name)")
+        return OpenAISampler(tokenizer=tokenizer, model=model, max_concurrency=max_batch, **options)
     raise ValueError(f"unknown engine {engine!r}: the engines are {', '.join(ENGINES)}")

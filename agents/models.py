@@ -179,7 +179,8 @@ class LocalChatModel(BaseChatModel):
     prompt_examples: bool = True  # False for a policy trained on the formats (see POLICY_CARD)
     seed: int | None = None
     batch_window_ms: float = 5.0
-    engine: str = "transformers"  # or "ct2-int8" (agents.engines)
+    engine: str = "transformers"  # or "ct2-int8", "openai" (agents.engines)
+    engine_options: dict[str, Any] = {}  # the engine's own settings ("openai": base_url, served_model)
     max_batch_size: int = 8
     prefix_cache_size: int = 16
     _sampler: Sampler | None = PrivateAttr(default=None)
@@ -266,7 +267,8 @@ class LocalChatModel(BaseChatModel):
                 self._sampler = make_sampler(self.engine, self.model, self.tokenizer,
                                              window_s=self.batch_window_ms / 1000,
                                              max_batch=self.max_batch_size,
-                                             prefix_cache_size=self.prefix_cache_size)
+                                             prefix_cache_size=self.prefix_cache_size,
+                                             **self.engine_options)
             return self._sampler
 
     @property
