@@ -89,3 +89,14 @@ def test_stop_strings_end_a_ct2_completion(policy):
 def test_an_unknown_engine_is_named():
     with pytest.raises(ValueError, match="ct2-int8"):
         make_sampler("vllm-turbo", None, None)
+
+
+def test_engine_options_are_checked_on_the_command_line(sleuth_in_process, tmp_path):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"id": "q1", "question": "Where?", "answer": "Varo"}\n')
+    proc = sleuth_in_process("eval", str(tasks), "--out", str(tmp_path / "o.json"),
+                             "--engine", "warp-drive", check=False)
+    assert proc.returncode != 0 and "ct2-int8" in proc.stderr
+    proc = sleuth_in_process("train", "grpo", "--output", str(tmp_path / "run"), "--world-seed", "1",
+                             "--world-tasks", "4", "--engine", "openai", "--steps", "1", check=False)
+    assert proc.returncode != 0 and "base_url" in proc.stderr

@@ -33,6 +33,19 @@ def _table(result: dict[str, Any]) -> Table:
     return table
 
 
+def _engine_model(spec: str, engine: str) -> Any:
+    """A local model spec loaded to decode with another engine."""
+    from agents import load_chat_model
+    from agents.engines import ENGINES
+
+    if engine not in ENGINES[:2]:
+        raise ValueError(f"--engine is transformers or ct2-int8, not {engine!r}")
+    chat = load_chat_model(spec, engine=engine)
+    if getattr(chat, "engine", None) != engine:
+        raise ValueError(f"--engine {engine} needs a local model, not {spec}")
+    return chat
+
+
 def eval_command(
     tasks: Annotated[Path, typer.Argument(help="Task JSONL (../shared/data format or `sleuth world`).")],
     out_path: Annotated[Path, typer.Option("--out", help="Result JSON (a PNG is written beside).")],
@@ -50,6 +63,8 @@ def eval_command(
     max_rounds: Annotated[int, typer.Option(help="Research rounds.")] = 3,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.0,
     seed: Annotated[int | None, typer.Option(help="Base seed.")] = 0,
+    engine: Annotated[str, typer.Option(
+        help="What decodes a local model: transformers (exact) or ct2-int8 (faster).")] = "transformers",
 ) -> None:
     """Run the research graph on a task file and score it (EM, F1, evidence, searches...)."""
     from rich.progress import Progress
@@ -61,9 +76,10 @@ def eval_command(
         _fail("--backend is kb or web; --mode is graph, retrieval or oracle")
     try:
         cfg = ResearchConfig(model=model, max_rounds=max_rounds, temperature=temperature, seed=seed)
+        chat = model if engine == "transformers" else _engine_model(model, engine)
         with Progress(console=err) as progress:
             bar = progress.add_task(f"eval {mode}", total=None)
-            result = evaluate(tasks, model=model, limit=limit, concurrency=concurrency,
+            result = evaluate(tasks, model=chat, limit=limit, concurrency=concurrency,
                               samples=samples, backend=backend, search_url=search_url,  # type: ignore[arg-type]
                               kb=kb, record=record, mode=mode, config=cfg,  # type: ignore[arg-type]
                               progress=lambda r: progress.advance(bar))
@@ -77,6 +93,8 @@ def eval_command(
 
 train_app = typer.Typer(help="Train a local policy on research trajectories.", no_args_is_help=True)
 MODEL_HELP = "local:smollm2, local:smollm2-sleuth (continues its adapter with --lora) or hf:<folder>."
+ENGINE_HELP = ("What samples the rollouts: transformers (in-process, exact), ct2-int8 (CTranslate2 "
+               "int8, faster on a CPU) or openai (a vLLM server: --engine-url, --served-model).")
 
 
 def _grpo_tasks(tasks: Path | None, world_seed: int | None, world_tasks: int, seed: int) -> Any:
@@ -121,6 +139,11 @@ def grpo_command(
     max_rounds: Annotated[int, typer.Option(help="Research rounds per rollout.")] = 2,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = "transformers",
+    engine_url: Annotated[str | None, typer.Option(
+        help="With --engine openai: the server's base URL, e.g. http://127.0.0.1:8000/v1.")] = None,
+    served_model: Annotated[str | None, typer.Option(
+        help="With --engine openai: the base model's name on the server.")] = None,
 ) -> None:
     """Online trajectory-level GRPO through the research graph."""
     from rich.progress import Progress
@@ -138,6 +161,9 @@ def grpo_command(
                            per_device_train_batch_size=batch_tasks * group_size,
                            temperature=temperature, beta=beta, num_iterations=iterations,
                            scale_rewards=scale_rewards, dynamic_sampling=dynamic_sampling,
+                           rollout_engine=engine, rollout_engine_options={
+                               k: v for k, v in (("base_url", engine_url),
+                                                 ("served_model", served_model)) if v},
                            **({"learning_rate": learning_rate} if learning_rate else {}))
         with Progress(console=err) as progress:
             bar = progress.add_task("grpo", total=steps)

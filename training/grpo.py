@@ -78,6 +78,14 @@ class ResearchGRPOConfig(GRPOConfig):
         "Drop from the update the groups whose rollouts are all right or all wrong (exact "
         "match), as DAPO's dynamic sampling does: their rewards differ only by shaping terms, "
         "and training on those taught an earlier run to search less.")})
+    rollout_engine: str = field(default="transformers", metadata={"help": (
+        "What samples the rollouts (`agents.engines`): 'transformers' (in-process, exact), "
+        "'ct2-int8' (CTranslate2 int8 on the CPU) or 'openai' (a vLLM server; "
+        "rollout_engine_options base_url and served_model). The last two are corrected for "
+        "their logprob mismatch with TRL's vllm_importance_sampling_* settings.")})
+    rollout_engine_options: dict = field(default_factory=dict, metadata={"help": (
+        "The engine's own settings, e.g. {'base_url': 'http://127.0.0.1:8000/v1', "
+        "'served_model': 'HuggingFaceTB/SmolLM2-135M-Instruct'}.")})
     share_prefix: bool = field(default=True, metadata={"help": (
         "In the update, run each distinct prompt prefix once per step and the calls that "
         "share it as suffixes against its keys and values (exact; `training.shared_prefix`).")})
@@ -433,6 +441,13 @@ class ResearchGRPOTrainer:
         self.output_dir = Path(args.output_dir)
         self.metrics_file = self.output_dir / "metrics.jsonl"
         self.policy = load_policy(model, peft_config=peft_config)
+        engine = getattr(args, "rollout_engine", "transformers")
+        if engine != "transformers" and (engine, getattr(args, "rollout_engine_options", {})) != (
+                self.policy.engine, self.policy.engine_options):
+            self.policy.close()  # the next call starts the engine asked for
+            self.policy.engine = engine
+            self.policy.engine_options = dict(getattr(args, "rollout_engine_options", {}))
+            self.policy.sampler  # noqa: B018 - start it now: a wrong option fails here, not mid-step
         self.ref_model = reference_model(self.policy.model) if args.beta else None
         self.optimizer, self.scheduler = self._optimizer()
         self.state = GRPOState()
