@@ -97,12 +97,15 @@ ENGINE_HELP = ("What samples the rollouts: transformers (in-process, exact), ct2
                "int8, faster on a CPU) or openai (a vLLM server: --engine-url, --served-model).")
 
 
-def _grpo_tasks(tasks: Path | None, world_seed: int | None, world_tasks: int, seed: int) -> Any:
+def _grpo_tasks(tasks: Path | None, world_seed: int | None, curriculum: bool, world_tasks: int,
+                seed: int) -> Any:
     """The task file's rows, a generated world's tasks, or a curriculum of fresh ones."""
     from tools.documents import read_tasks
     from tools.worlds import generate_world
     from training.curriculum import Curriculum
 
+    if (tasks is not None) + (world_seed is not None) + curriculum != 1:
+        raise ValueError("choose the training tasks: --tasks FILE, --world-seed N or --curriculum")
     if tasks is not None:
         return read_tasks(tasks)
     if world_seed is not None:
@@ -152,34 +155,41 @@ def grpo_command(
     from training.grpo import ResearchGRPOTrainer, grpo_config
     from training.policy import lora_config
 
-    if (tasks is not None) + (world_seed is not None) + curriculum != 1:
-        _fail("choose the training tasks: --tasks FILE, --world-seed N or --curriculum")
     try:
-        rows = _grpo_tasks(tasks, world_seed, world_tasks, seed)
+        rows = _grpo_tasks(tasks, world_seed, curriculum, world_tasks, seed)
         args = grpo_config(output, lora=lora, max_steps=steps, save_steps=save_steps, seed=seed,
                            num_generations=group_size,
                            per_device_train_batch_size=batch_tasks * group_size,
                            temperature=temperature, beta=beta, num_iterations=iterations,
                            scale_rewards=scale_rewards, dynamic_sampling=dynamic_sampling,
-                           rollout_engine=engine, rollout_engine_options={
-                               k: v for k, v in (("base_url", engine_url),
-                                                 ("served_model", served_model)) if v},
+                           rollout_engine=engine,
+                           rollout_engine_options=_server(engine_url, served_model),
                            **({"learning_rate": learning_rate} if learning_rate else {}))
         with Progress(console=err) as progress:
-            bar = progress.add_task("grpo", total=steps)
-
-            def show(row: dict[str, Any]) -> None:
-                progress.update(bar, completed=row["step"], description=(
-                    f"grpo reward {row['reward/reward']:.3f} em {row['em']:.2f}"))
             trainer = ResearchGRPOTrainer(model, None, args, rows, per_role=per_role,
                                           peft_config=lora_config(lora_r) if lora else None,
                                           research=ResearchConfig(max_rounds=max_rounds),
-                                          on_step=show)
+                                          on_step=_step_bar(progress, steps))
             trainer.train(resume_from_checkpoint=resume)
     except (ValueError, FileNotFoundError, ImportError, OSError) as e:
         _fail(str(e))
     err.print(f"trained policy in {output} (use --model hf:{output}); metrics in "
               f"{output / 'metrics.jsonl'}, curves in {output / 'curves.png'}", soft_wrap=True)
+
+
+def _server(url: str | None, served_model: str | None) -> dict[str, str]:
+    """The openai engine's options given on the command line."""
+    return {k: v for k, v in (("base_url", url), ("served_model", served_model)) if v}
+
+
+def _step_bar(progress: Any, steps: int) -> Any:
+    """A progress bar of GRPO steps, showing the last step's reward and EM."""
+    bar = progress.add_task("grpo", total=steps)
+
+    def show(row: dict[str, Any]) -> None:
+        progress.update(bar, completed=row["step"], description=(
+            f"grpo reward {row['reward/reward']:.3f} em {row['em']:.2f}"))
+    return show
 
 
 @train_app.command("sft")
