@@ -171,7 +171,7 @@ def run_prefix_update(repeats: int) -> dict:
 
     from training.grpo import grpo_config, update
     from training.policy import trainable_parameters
-    from training.shared_prefix import group_by_prefix
+    from training.shared_prefix import prefix_tree
 
     out = {}
     for examples in (False, True):
@@ -187,15 +187,14 @@ def run_prefix_update(repeats: int) -> dict:
                 times[share].append(time.perf_counter() - t0)
                 print("examples" if examples else "no examples", "shared" if share else "whole",
                       round(times[share][-1], 1), flush=True)
-        groups = group_by_prefix(samples)
+        tree = prefix_tree(samples)
         prompt = sum(len(s.prompt_ids) for s in samples)
-        shared = sum(len(g.prefix) * (len(g.members) - 1) for g in groups)
         med = {k: statistics.median(v) for k, v in times.items()}
         out["with_examples" if examples else "without_examples"] = {
             "calls": len(samples), "prompt_tokens": prompt,
             "completion_tokens": sum(len(s.completion_ids) for s in samples),
-            "prefix_groups": sum(1 for g in groups if g.prefix),
-            "prompt_tokens_not_recomputed": shared,
+            "shared_prefixes": tree.nodes(),
+            "prompt_tokens_not_recomputed": tree.shared_tokens(),
             "seconds_whole": [round(t, 2) for t in times[False]],
             "seconds_shared": [round(t, 2) for t in times[True]],
             "median_whole_s": round(med[False], 2), "median_shared_s": round(med[True], 2),

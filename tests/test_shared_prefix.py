@@ -9,7 +9,7 @@ import torch
 from training.data import Sample
 from training.grpo import completion_logps, grpo_config, update
 from training.policy import lora_config
-from training.shared_prefix import SharedPrefix, common_prefix_length, group_by_prefix
+from training.shared_prefix import SharedPrefix, common_prefix_length, prefix_tree
 
 
 def _sample(role: str, prompt: list[int], rng: random.Random, advantage: float) -> Sample:
@@ -22,35 +22,42 @@ def _sample(role: str, prompt: list[int], rng: random.Random, advantage: float) 
 
 @pytest.fixture()
 def samples() -> list[Sample]:
-    """Three planner calls sharing 40 prompt tokens, two writer calls sharing 30, one searcher."""
+    """Three planner calls sharing 40 prompt tokens, two writer calls sharing 30, one searcher,
+    and two more planner calls sharing the planner's 40 and 30 more (a nested prefix)."""
     rng = random.Random(0)
 
     def tokens(n: int) -> list[int]:
         return [rng.randrange(100, 5000) for _ in range(n)]
 
-    planner, writer = tokens(40), tokens(30)
+    planner, writer, question = tokens(40), tokens(30), tokens(30)
     out = [_sample("planner", planner + [6000 + i] + tokens(5 + 3 * i), rng, adv)
            for i, adv in enumerate((0.5, -0.5, 1.0))]
     out += [_sample("writer", writer + [7000 + i] + tokens(4 + i), rng, adv)
             for i, adv in enumerate((0.75, -0.25))]
     out.append(_sample("searcher", tokens(20), rng, -1.0))
+    out += [_sample("planner", planner + question + [8000 + i] + tokens(4), rng, adv)  # nested
+            for i, adv in enumerate((0.3, -0.6))]
     return out
 
 
-def test_calls_are_grouped_by_role_with_the_prefix_they_share(samples):
-    groups = {samples[g.members[0]].role: g for g in group_by_prefix(samples)}
-    assert [len(groups["planner"].prefix), groups["planner"].members] == [40, [0, 1, 2]]
-    assert [len(groups["writer"].prefix), groups["writer"].members] == [30, [3, 4]]
-    assert groups["searcher"].prefix == []  # a single call: nothing to share
-    assert group_by_prefix(samples, min_shared=35)[1].prefix == []  # writers share only 30
+def test_prompts_form_a_tree_of_shared_prefixes(samples):
+    tree = prefix_tree(samples)
+    assert tree.prefix == [] and tree.members == [5]  # the lone searcher runs whole
+    by_len = {len(c.prefix): c for c in tree.children}
+    assert sorted(by_len) == [30, 40]
+    assert by_len[40].members == [0, 1, 2] and by_len[30].members == [3, 4]
+    (nested,) = by_len[40].children
+    assert nested.prefix == samples[6].prompt_ids[:70] and nested.members == [6, 7]
+    assert tree.shared_tokens() == 40 * 4 + 30 * 1 + 30 * 1 and tree.nodes() == 3
+    assert prefix_tree(samples, min_shared=35).nodes() == 1  # only the 40 shared tokens pay
     assert common_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
 
 
 def test_a_prefix_never_swallows_a_whole_prompt(samples):
     a, b = copy.copy(samples[0]), copy.copy(samples[0])
     b.completion_ids = [11, 12]
-    (group,) = group_by_prefix([a, b])
-    assert len(group.prefix) == len(a.prompt_ids) - 1
+    (node,) = prefix_tree([a, b]).children
+    assert len(node.prefix) == len(a.prompt_ids) - 1 and node.members == [0, 1]
 
 
 def test_suffix_logprobs_equal_the_whole_calls(tiny_model, samples):
@@ -62,6 +69,12 @@ def test_suffix_logprobs_equal_the_whole_calls(tiny_model, samples):
                                        atol=1e-5, rtol=1e-5)
         with pytest.raises(ValueError, match="shared prefix"):
             shared.completion_logps(samples[3], 0.7)
+        nested = SharedPrefix(model, samples[6].prompt_ids[:70], parent=shared)
+        for s in samples[6:]:
+            torch.testing.assert_close(nested.completion_logps(s, 0.7), completion_logps(model, s, 0.7),
+                                       atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="parent"):
+            SharedPrefix(model, samples[3].prompt_ids[:35], parent=shared)
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])

@@ -61,7 +61,7 @@ from training.policy import (
     save_weights,
     trainable_parameters,
 )
-from training.shared_prefix import PrefixGroup, SharedPrefix, group_by_prefix
+from training.shared_prefix import PrefixNode, SharedPrefix, prefix_tree
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -248,11 +248,13 @@ def _optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     share a prompt prefix run as suffixes of it, unless `args.share_prefix` is off)."""
     optimizer.zero_grad(set_to_none=True)
     loss_sum, clip_sum, kl_sum = 0.0, 0.0, 0.0
-    share = getattr(args, "share_prefix", True)
-    groups = group_by_prefix(samples) if share else [PrefixGroup([], list(range(len(samples))))]
-    for group in groups:
-        shared = SharedPrefix(model, group.prefix) if group.prefix else None
-        for i in group.members:
+    tree = (prefix_tree(samples) if getattr(args, "share_prefix", True)
+            else PrefixNode([], list(range(len(samples)))))
+
+    def visit(node: PrefixNode, parent: SharedPrefix | None) -> None:
+        nonlocal loss_sum, clip_sum, kl_sum
+        shared = SharedPrefix(model, node.prefix, parent) if node.prefix else None
+        for i in node.members:
             sample = samples[i]
             logps = (shared.completion_logps(sample, args.temperature) if shared
                      else completion_logps(model, sample, args.temperature))
@@ -265,8 +267,12 @@ def _optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             loss_sum += float(loss.detach()) * weight
             clip_sum += stats["clip_ratio"] * n
             kl_sum += stats["kl"] * n
+        for child in node.children:
+            visit(child, shared)
         if shared:
             shared.backward()
+
+    visit(tree, None)
     grad_norm = torch.nn.utils.clip_grad_norm_(
         [p for p in model.parameters() if p.requires_grad], args.max_grad_norm)
     optimizer.step()

@@ -1,13 +1,16 @@
 """Shared-prefix policy-gradient updates: each distinct prompt prefix computed once.
 
 Every call of a role begins with the same static prefix (the chat template's system turn, the
-role's instructions, the worked examples when they are on). Run whole, an update computes
-that prefix again for every call. Here the calls of an update that share a prefix are
-grouped; the prefix runs forward once, with gradients, and its per-layer keys and values are
-held as leaf tensors; each call then runs only its suffix (the rest of its prompt and its
-completion) against them. Each call's loss is back-propagated through its suffix into the
-weights and into the leaf keys and values, where the gradients add up; one backward pass
-through the prefix then carries their sum into the weights. This is exact: the same
+role's instructions, the worked examples when they are on), and the rollouts of one task share
+more: the same question, often the same first calls word for word. Run whole, an update
+computes all of that again for every call. Here the prompts of an update form a prefix tree
+(`prefix_tree`): each prefix that several calls share runs forward once, with gradients,
+against its parent's keys and values, and its own per-layer keys and values are held as leaf
+tensors; each call then runs only its suffix (the rest of its prompt and its completion)
+against the deepest prefix it shares. Each call's loss is back-propagated through its suffix
+into the weights and into the leaf keys and values, where the gradients add up; once a
+prefix's calls and child prefixes are done, one backward pass through it carries their sum
+into the weights and into its parent's leaves. This is exact: the same
 per-token logprobs and the same gradients as running every call whole, up to float rounding
 (tests/test_shared_prefix.py checks both to 1e-5 on a tiny Llama, full and LoRA), because
 a causal model's prefix states do not depend on what follows them. It is the idea of
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,11 +35,28 @@ MIN_SHARED = 16  # a shorter common prefix is not worth a separate forward pass
 
 
 @dataclass
-class PrefixGroup:
-    """Indices of samples whose prompts all start with `prefix` (empty: run them whole)."""
+class PrefixNode:
+    """A prompt prefix several samples share: `members` (sample indices) run as suffixes on
+    it, `children` are longer prefixes that start with it. The root has no prefix: its
+    members run whole."""
 
     prefix: list[int]
-    members: list[int]
+    members: list[int] = field(default_factory=list)
+    children: list[PrefixNode] = field(default_factory=list)
+
+    def shared_tokens(self, parent: int = 0) -> int:
+        """Prompt tokens not computed again thanks to this subtree's prefixes."""
+        below = self.size()
+        saved = (len(self.prefix) - parent) * (below - 1) if self.prefix else 0
+        return saved + sum(c.shared_tokens(len(self.prefix)) for c in self.children)
+
+    def size(self) -> int:
+        """Samples in this subtree."""
+        return len(self.members) + sum(c.size() for c in self.children)
+
+    def nodes(self) -> int:
+        """Prefixes computed (the root, without one, not counted)."""
+        return bool(self.prefix) + sum(c.nodes() for c in self.children)
 
 
 def common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
@@ -50,34 +70,54 @@ def common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
     return n
 
 
-def group_by_prefix(samples: Sequence[Sample], min_shared: int = MIN_SHARED) -> list[PrefixGroup]:
-    """The samples grouped by role, each group with the prompt prefix all its members share.
+def prefix_tree(samples: Sequence[Sample], min_shared: int = MIN_SHARED) -> PrefixNode:
+    """The samples' prompts as a tree of shared prefixes.
 
-    The prefix stops at least one token before the shortest prompt (every member keeps a
-    suffix to run, whose first logit predicts the first completion token). A role whose
-    calls share fewer than `min_shared` tokens, or that has a single call, is run whole.
+    A prefix becomes a node when at least two samples share it and it adds at least
+    `min_shared` tokens to its parent's; it stops at least one token before each of its
+    samples' prompts end (every sample keeps a suffix to run, whose first logit predicts its
+    first completion token).
     """
-    by_role: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(samples):
-        by_role[s.role].append(i)
-    groups = []
-    for members in by_role.values():
-        prompts = [samples[i].prompt_ids for i in members]
-        n = min(common_prefix_length(prompts), min(len(p) for p in prompts) - 1)
-        shared = len(members) > 1 and n >= min_shared
-        groups.append(PrefixGroup(list(prompts[0][:n]) if shared else [], members))
-    return groups
+    root = PrefixNode([])
+    _grow(root, list(range(len(samples))), [s.prompt_ids[:-1] for s in samples], 0, min_shared)
+    return root
+
+
+def _grow(node: PrefixNode, members: list[int], shareable: list[list[int]], depth: int,
+          min_shared: int) -> None:
+    """Attach `members` (all sharing `shareable[i][:depth]`, depth past the node's prefix)
+    below `node`: as suffixes of it, or in child prefixes."""
+    branches: dict[int, list[int]] = defaultdict(list)
+    for i in members:
+        if len(shareable[i]) > depth:
+            branches[shareable[i][depth]].append(i)
+        else:
+            node.members.append(i)
+    for branch in branches.values():
+        if len(branch) == 1:
+            node.members.extend(branch)
+            continue
+        end = depth + common_prefix_length([shareable[i][depth:] for i in branch])
+        if end - len(node.prefix) >= min_shared:
+            child = PrefixNode(list(shareable[branch[0]][:end]))
+            node.children.append(child)
+            _grow(child, branch, shareable, end, min_shared)
+        else:  # too short to be worth its own forward pass: branch further down from here
+            _grow(node, branch, shareable, end, min_shared)
 
 
 class SharedPrefix:
     """One prompt prefix run forward once with gradients; calls run as suffixes against it."""
 
-    def __init__(self, model: Any, prefix: Sequence[int]):
+    def __init__(self, model: Any, prefix: Sequence[int], parent: SharedPrefix | None = None):
         self.model = model
         self.prefix = list(prefix)
         self.length = len(self.prefix)
-        cache = kvcache.empty()
-        ids = torch.tensor([list(prefix)], device=_device(model))
+        start = parent.length if parent is not None else 0
+        if parent is not None and self.prefix[:start] != parent.prefix:
+            raise ValueError("a prefix must extend its parent's")
+        cache = parent.cache() if parent is not None else kvcache.empty()
+        ids = torch.tensor([self.prefix[start:]], device=_device(model))
         kvcache.forward(model, cache, input_ids=ids, logits_to_keep=1)
         self._states = [t for kv in kvcache.layers(cache) for t in kv]
         # the suffixes read detached copies; their gradients gather there until `backward`
@@ -90,12 +130,15 @@ class SharedPrefix:
         device = _device(self.model)
         suffix = sample.prompt_ids[self.length:] + sample.completion_ids
         n = len(sample.completion_ids)
-        cache = kvcache.from_layers(list(zip(self._leaves[::2], self._leaves[1::2], strict=True)))
-        out = kvcache.forward(self.model, cache, input_ids=torch.tensor([suffix], device=device),
+        out = kvcache.forward(self.model, self.cache(), input_ids=torch.tensor([suffix], device=device),
                               logits_to_keep=n + 1)
         logits = out.logits[0, :-1, :].float()
         return selective_log_softmax(logits / (temperature if temperature > 0 else 1.0),
                                      torch.tensor(sample.completion_ids, device=device))
+
+    def cache(self) -> kvcache.Cache:
+        """A fresh cache holding this prefix's keys and values (the gradient-gathering leaves)."""
+        return kvcache.from_layers(list(zip(self._leaves[::2], self._leaves[1::2], strict=True)))
 
     def backward(self) -> None:
         """Carry the gradients gathered on the prefix's keys and values into the weights."""
