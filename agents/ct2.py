@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ class CT2Sampler:
         self.sync_s: list[float] = []  # seconds of each conversion and reload
         self.batch_sizes: list[int] = []
         self._folder = Path(tempfile.mkdtemp(prefix="sleuth-ct2-"))
+        weakref.finalize(self, shutil.rmtree, self._folder, True)  # also when never closed
         self._generator: Any = None
         self._stale = True
         self._queue: queue.Queue[tuple[GenerationRequest, Future] | None] = queue.Queue()

@@ -17,8 +17,10 @@ this way: train a LoRA adapter (`peft_config=lora_config(...)`).
 from __future__ import annotations
 
 import itertools
+import shutil
 import tempfile
 import threading
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,12 @@ class RemoteSamplerError(RuntimeError):
 
 
 class OpenAISampler:
-    """Requests completed by an OpenAI-compatible server, with token ids and logprobs."""
+    """Requests completed by an OpenAI-compatible server, with token ids and logprobs.
+
+    `model` is the trainer's live (PEFT) model, whose adapter is pushed after each update;
+    adapters are saved under `adapter_dir` (a temporary folder by default), which the server
+    must be able to read: the same machine, or a filesystem both share.
+    """
 
     exact = False  # the server's kernels are not the trainer's
 
@@ -47,6 +54,8 @@ class OpenAISampler:
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
         self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="sleuth-remote")
         self._adapters = Path(adapter_dir or tempfile.mkdtemp(prefix="sleuth-adapters-"))
+        if adapter_dir is None:  # ours: removed with the sampler
+            weakref.finalize(self, shutil.rmtree, self._adapters, True)
         self._versions = itertools.count(1)
         self._stale = False
         self._lock = threading.Lock()
