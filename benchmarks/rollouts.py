@@ -145,6 +145,11 @@ def compare_engines(tasks: list[dict], kb: KnowledgeBase, cfg: ResearchConfig, f
     research_many(tasks, concurrency=len(tasks), model=int8, knowledge=kb, config=cfg)
     int8_s = time.perf_counter() - t0
     world = suites()["world"]  # fp32: the cached untrained evaluation, its first tasks
+    base = {"int8_concurrent_s": int8_s, "fp32_concurrent_s": fp32_s,
+            "int8_traj_per_min": 60 * len(tasks) / int8_s, "conversion_s": int8.sampler.sync_s[0],
+            "engine_speedup": round(fp32_s / int8_s, 3), "em_tasks": em_tasks}
+    if not em_tasks:  # --em-tasks 0: speed only
+        return {**base, "em_fp32": None, "em_int8": None, "em_delta": None, "em_delta_ci95": None}
     held_out = world[:em_tasks]
     ids = {t["id"] for t in held_out}
     fp32_rows = [r for r in rows(evaluate_cached("local:smollm2", "world", world, say=console.print),
@@ -154,10 +159,7 @@ def compare_engines(tasks: list[dict], kb: KnowledgeBase, cfg: ResearchConfig, f
     delta = paired(fp32_rows, int8_rows)
     em = {k: round(100 * sum(r["em"] for r in v) / len(v), 1)
           for k, v in (("fp32", fp32_rows), ("int8", int8_rows))}
-    return {"int8_concurrent_s": int8_s, "fp32_concurrent_s": fp32_s,
-            "int8_traj_per_min": 60 * len(tasks) / int8_s, "conversion_s": int8.sampler.sync_s[0],
-            "engine_speedup": round(fp32_s / int8_s, 3), "em_tasks": len(held_out),
-            "em_fp32": em["fp32"], "em_int8": em["int8"], "em_delta": delta["gain"],
+    return {**base, "em_fp32": em["fp32"], "em_int8": em["int8"], "em_delta": delta["gain"],
             "em_delta_ci95": delta["ci95"], "em_gained": delta["gained"], "em_lost": delta["lost"]}
 
 
@@ -247,7 +249,7 @@ def main() -> None:
                   f"{runs} concurrent runs ({engines['engine_speedup']:.2f}x; conversion "
                   f"{engines['conversion_s']:.1f} s); greedy EM on {engines['em_tasks']} held-out "
                   f"tasks: int8 {engines['em_int8']} vs fp32 {engines['em_fp32']} "
-                  f"({engines['em_delta']:+.1f}, 95% CI {engines['em_delta_ci95']})")
+                  f"(difference {engines['em_delta']}, 95% CI {engines['em_delta_ci95']})")
     console.print(f"wrote {RESULTS / name}")
 
 
