@@ -1,7 +1,9 @@
-"""CTranslate2 int8 sampling on the CPU: the fast rollout engine.
+"""CTranslate2 int8 sampling on the CPU: a rollout engine meant to be the fast one.
 
-SmolLM2-135M decodes several times faster in int8 with CTranslate2 than in fp32 with
-transformers on this CPU (`benchmarks/rollouts.py` measures it). The engine converts the
+Alone, CTranslate2 decodes SmolLM2-135M in int8 several times faster than transformers in
+fp32 on this CPU (../shared/FEASIBILITY.md); inside research runs this engine is not yet
+faster (`benchmarks/rollouts.py` measured 0.30x the in-process engine on 8 concurrent runs;
+the README says what may cause it). The engine converts the
 policy's weights (a LoRA adapter merged into a copy) to a CTranslate2 int8 model, gathers
 concurrent requests for a few milliseconds and decodes each gathered group with one
 `generate_batch` call. After the trainer changes the weights, `weights_changed()` marks the

@@ -64,7 +64,7 @@ def eval_command(
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.0,
     seed: Annotated[int | None, typer.Option(help="Base seed.")] = 0,
     engine: Annotated[str, typer.Option(
-        help="What decodes a local model: transformers (exact) or ct2-int8 (faster).")] = "transformers",
+        help="What decodes a local model: transformers (exact) or ct2-int8 (CTranslate2).")] = "transformers",
 ) -> None:
     """Run the research graph on a task file and score it (EM, F1, evidence, searches...)."""
     from rich.progress import Progress
@@ -94,7 +94,7 @@ def eval_command(
 train_app = typer.Typer(help="Train a local policy on research trajectories.", no_args_is_help=True)
 MODEL_HELP = "local:smollm2, local:smollm2-sleuth (continues its adapter with --lora) or hf:<folder>."
 ENGINE_HELP = ("What samples the rollouts: transformers (in-process, exact), ct2-int8 (CTranslate2 "
-               "int8, faster on a CPU) or openai (a vLLM server: --engine-url, --served-model).")
+               "int8 on the CPU) or openai (a vLLM server: --engine-url, --served-model).")
 
 
 def _grpo_tasks(tasks: Path | None, world_seed: int | None, curriculum: bool, world_tasks: int,
