@@ -2,7 +2,7 @@
 
 Alone, CTranslate2 decodes SmolLM2-135M in int8 several times faster than transformers in
 fp32 on this CPU (../shared/FEASIBILITY.md); inside research runs this engine is not yet
-faster (`benchmarks/rollouts.py` measured 0.30x the in-process engine on 8 concurrent runs;
+faster (`benchmarks/rollouts.py` measured 0.65x the in-process engine on 8 concurrent runs;
 the README says what may cause it). The engine converts the
 policy's weights (a LoRA adapter merged into a copy) to a CTranslate2 int8 model, gathers
 concurrent requests for a few milliseconds and decodes each gathered group with one
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from agents.decoding import GenerationOutput, GenerationRequest, eos_ids, hit_stop
 
@@ -43,14 +44,18 @@ class CT2Sampler:
     exact = False  # int8 logprobs are not the trainer's
 
     def __init__(self, model: Any, tokenizer: Any, *, quantization: str = "int8",
-                 threads: int = 0, window_s: float = 0.005, max_batch: int = 16):
+                 threads: int | None = None, window_s: float = 0.005, max_batch: int = 16):
         try:
             import ctranslate2  # noqa: F401
         except ImportError:
             raise ImportError("the ct2 engine needs CTranslate2: pip install 'sleuth[ct2]' "
                               "(ctranslate2>=4.5)") from None
         self.model, self.tokenizer = model, tokenizer
-        self.quantization, self.threads = quantization, threads
+        # CTranslate2's own default takes every core, and torch (the embedder, the trainer)
+        # computes in the same process: on 2 cores, 8 concurrent research runs took 129 s
+        # with its default and 76 s with one thread. Default: half of torch's threads.
+        self.quantization = quantization
+        self.threads = threads if threads is not None else max(1, torch.get_num_threads() // 2)
         self.window_s, self.max_batch = window_s, max_batch
         self.eos = eos_ids(tokenizer, model)
         self.sync_s: list[float] = []  # seconds of each conversion and reload
