@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from agents import kvcache
+from tools import device as devices
 
 
 @dataclass
@@ -74,7 +75,7 @@ class PrefixCache:
             return self.entries[prefix]
         self.misses += 1
         cache = kvcache.empty()
-        kvcache.forward(model, cache, input_ids=torch.tensor([prefix], device=_device(model)),
+        kvcache.forward(model, cache, input_ids=torch.tensor([prefix], device=devices.of(model)),
                         logits_to_keep=1)
         kv = kvcache.layers(cache)
         self.entries[prefix] = kv
@@ -85,11 +86,6 @@ class PrefixCache:
     def clear(self) -> None:
         """Forget every prefix (call after the weights change)."""
         self.entries.clear()
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    """The device of the model's (first) parameters, where the decoder puts its tensors."""
-    return next(model.parameters()).device
 
 
 def eos_ids(tokenizer: object, model: object) -> set[int]:
@@ -160,6 +156,8 @@ class Batcher:
     batch, and its caller is answered, as soon as it finishes.
     """
 
+    exact = True  # logprobs from the trainer's own weights and kernels
+
     def __init__(self, model: torch.nn.Module, tokenizer: object, *, window_s: float = 0.005,
                  max_batch: int = 16, prefix_cache_size: int = 16):
         self.model = model
@@ -180,9 +178,7 @@ class Batcher:
     @property
     def device(self) -> torch.device:
         """Where the model's weights are (read each time: a trainer may move them)."""
-        return _device(self.model)
-
-    exact = True  # logprobs from the trainer's own weights and kernels
+        return devices.of(self.model)
 
     def weights_changed(self) -> None:
         """The model's weights changed: forget the prefixes cached under the old ones."""

@@ -36,6 +36,17 @@ def dtype(requested: str = "auto") -> Any:
     return torch.bfloat16 if on_gpu(requested) else torch.float32
 
 
+def of(model: Any) -> Any:
+    """The torch device a loaded model's weights are on (where its input tensors go)."""
+    import torch
+
+    found = getattr(model, "device", None)
+    if isinstance(found, torch.device):
+        return found
+    first = next(iter(model.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
 def trainer_settings() -> dict[str, Any]:
     """The TRL/Accelerate arguments for this device: `use_cpu` and `bf16`."""
     gpu = on_gpu()

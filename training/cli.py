@@ -36,14 +36,13 @@ def _table(result: dict[str, Any]) -> Table:
 def _engine_model(spec: str, engine: str) -> Any:
     """A local model spec loaded to decode with another engine."""
     from agents import load_chat_model
-    from agents.engines import ENGINES
+    from agents.models import parse_spec
 
-    if engine not in ENGINES[:2]:
+    if engine not in ("transformers", "ct2-int8"):  # a served model is an `openai:` spec here
         raise ValueError(f"--engine is transformers or ct2-int8, not {engine!r}")
-    chat = load_chat_model(spec, engine=engine)
-    if getattr(chat, "engine", None) != engine:
+    if not parse_spec(spec).is_local:
         raise ValueError(f"--engine {engine} needs a local model, not {spec}")
-    return chat
+    return load_chat_model(spec, engine=engine)
 
 
 def eval_command(

@@ -47,8 +47,8 @@ from agents.models import LocalChatModel
 from graph.config import ResearchConfig
 from graph.run import research_many
 from graph.trajectory import Trajectory
+from tools import device as devices
 from tools.corpora import Sources, corpus_of, open_corpus
-from tools.device import trainer_settings
 from training import rewards
 from training.data import Sample, build_samples
 from training.offpolicy import importance_weights
@@ -102,7 +102,7 @@ def grpo_config(output_dir: str | Path, *, lora: bool = False, **overrides: Any)
     (`dynamic_sampling=True`); `scale_rewards="group"`, `dynamic_sampling=False` restore
     plain GRPO.
     """
-    values = {"output_dir": str(output_dir), **trainer_settings(), "report_to": "none",
+    values = {"output_dir": str(output_dir), **devices.trainer_settings(), "report_to": "none",
               "learning_rate": LEARNING_RATE[lora], "num_generations": 4,
               "per_device_train_batch_size": 8, "temperature": 1.0, "epsilon": 0.2, "beta": 0.0,
               "loss_type": "dapo", "num_iterations": 1, "max_grad_norm": 1.0, "save_steps": 10,
@@ -175,13 +175,9 @@ def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.
     return loss, stats
 
 
-def _device(model: Any) -> torch.device:
-    return getattr(model, "device", None) or torch.device("cpu")
-
-
 def completion_logps(model: Any, sample: Sample, temperature: float) -> torch.Tensor:
     """Log-probabilities of a sample's completion tokens under the model (at temperature T)."""
-    device = _device(model)
+    device = devices.of(model)
     ids = torch.tensor([sample.prompt_ids + sample.completion_ids], device=device)
     n = len(sample.completion_ids)
     logits = model(input_ids=ids, logits_to_keep=n + 1).logits[0, :-1, :].float()
@@ -221,12 +217,11 @@ def _old_from_trainer(logps: torch.Tensor, sample: Sample, args: GRPOConfig) -> 
     """The trainer's own logprobs as the old policy's, and TRL-style importance weights
     pi_trainer / pi_sampler when `vllm_importance_sampling_correction` is on."""
     weights = None
-    if getattr(args, "vllm_importance_sampling_correction", True):
+    if args.vllm_importance_sampling_correction:
         sampler = torch.tensor(sample.logprobs, device=logps.device, dtype=logps.dtype)
-        weights = importance_weights(logps, sampler,
-                                     mode=getattr(args, "vllm_importance_sampling_mode", "sequence_mask"),
-                                     clip_min=getattr(args, "vllm_importance_sampling_clip_min", None),
-                                     clip_max=getattr(args, "vllm_importance_sampling_clip_max", 3.0))
+        weights = importance_weights(logps, sampler, mode=args.vllm_importance_sampling_mode,
+                                     clip_min=args.vllm_importance_sampling_clip_min,
+                                     clip_max=args.vllm_importance_sampling_clip_max)
     return _Old(logps.detach(), weights)
 
 

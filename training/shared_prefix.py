@@ -29,6 +29,7 @@ import torch
 from trl.trainer.utils import selective_log_softmax
 
 from agents import kvcache
+from tools import device as devices
 from training.data import Sample
 
 MIN_SHARED = 16  # a shorter common prefix is not worth a separate forward pass
@@ -117,7 +118,7 @@ class SharedPrefix:
         if parent is not None and self.prefix[:start] != parent.prefix:
             raise ValueError("a prefix must extend its parent's")
         cache = parent.cache() if parent is not None else kvcache.empty()
-        ids = torch.tensor([self.prefix[start:]], device=_device(model))
+        ids = torch.tensor([self.prefix[start:]], device=devices.of(model))
         kvcache.forward(model, cache, input_ids=ids, logits_to_keep=1)
         self._states = [t for kv in kvcache.layers(cache) for t in kv]
         # the suffixes read detached copies; their gradients gather there until `backward`
@@ -127,7 +128,7 @@ class SharedPrefix:
         """Log-probabilities of a sample's completion tokens, its suffix run on this prefix."""
         if sample.prompt_ids[:self.length] != self.prefix:
             raise ValueError("this sample's prompt does not start with the shared prefix")
-        device = _device(self.model)
+        device = devices.of(self.model)
         suffix = sample.prompt_ids[self.length:] + sample.completion_ids
         n = len(sample.completion_ids)
         out = kvcache.forward(self.model, self.cache(), input_ids=torch.tensor([suffix], device=device),
@@ -147,7 +148,3 @@ class SharedPrefix:
         if pairs:
             torch.autograd.backward([s for s, _ in pairs], grad_tensors=[g for _, g in pairs])
         self._states, self._leaves = [], []
-
-
-def _device(model: Any) -> torch.device:
-    return getattr(model, "device", None) or torch.device("cpu")
