@@ -20,6 +20,7 @@ class Writer(Agent):
 
     role = "writer"
     input_model = WriterInput
+    stop = ["</answer>"]  # the answer closes the reply: nothing after it is read
 
     def __init__(self, model: Any, *, max_evidence: int = 5, passage_words: int = 60,
                  max_new_tokens: int = 128, **kwargs: Any):

@@ -3,8 +3,8 @@
 Held-out sets: a generated world never used for training (seed 2, 200 tasks, 2-3 hops) and
 the first 100 HotpotQA development questions of ../shared/data, each searched in a knowledge
 base of its own tasks' documents. One research configuration (greedy, 3 rounds, 2 searches
-per sub-question, 64 new tokens per call). Evaluations are cached by model, weights, config
-and tasks under $SLEUTH_HOME/runs/evals, so an interrupted benchmark resumes where it
+per sub-question, 96 new tokens per call). Evaluations are cached by model, weights, prompt
+files, config and tasks under $SLEUTH_HOME/runs/evals, so an interrupted benchmark resumes where it
 stopped. Per-task rows are kept, and accuracy changes are reported with a paired bootstrap
 95% interval over tasks.
 """
@@ -33,7 +33,7 @@ DATA = Path(os.environ.get("SLEUTH_SHARED_DATA", ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 HELDOUT_WORLD = {"seed": 2, "n_tasks": 200, "hops": (2, 3)}
 HOTPOT_TASKS = 100
-EVAL = ResearchConfig(max_rounds=3, max_attempts=2, max_new_tokens=64, temperature=0.0, seed=0)
+EVAL = ResearchConfig(max_rounds=3, max_attempts=2, max_new_tokens=96, temperature=0.0, seed=0)
 ROW_KEYS = ("task_id", "type", "answer", "gold", "em", "f1", "evidence_recall",
             "citation_precision", "format_rate", "searches", "searches_after_miss",
             "model_calls", "tokens")
@@ -57,12 +57,21 @@ def digest(path: Path | None) -> str:
     return h.hexdigest()[:16]
 
 
+def prompts_digest() -> str:
+    """A short hash of the agents' prompt files: a changed prompt is a new evaluation."""
+    h = hashlib.sha256()
+    for f in sorted((ROOT / "agents" / "prompts").glob("*.jinja")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def evaluate_cached(model: str, suite: str, tasks: Sequence[Mapping[str, Any]], *,
                     mode: str = "graph", weights: Path | None = None,
                     config: ResearchConfig = EVAL, say: Callable[[str], None] = print,
                     engine: str = "transformers") -> dict[str, Any]:
     """`training.evaluate.evaluate` on a suite, kept on disk by its inputs and reused."""
-    parts = [model, digest(weights), mode, config.model_dump(mode="json"), [t["id"] for t in tasks]]
+    parts = [model, digest(weights), mode, config.model_dump(mode="json"), [t["id"] for t in tasks],
+             prompts_digest()]
     key = json.dumps(parts if engine == "transformers" else [*parts, engine])
     name = f"{suite}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     cached = sleuth_home() / "runs" / "evals" / name

@@ -13,7 +13,7 @@ from graph.trajectory import Gold, Trajectory
 from tools.embeddings import HashEmbedder
 from tools.knowledge import KnowledgeBase
 from training.curriculum import Curriculum, Level
-from training.data import build_samples
+from training.data import Sample, balance_roles, build_samples
 from training.grpo import (
     ResearchGRPOTrainer,
     completion_logps,
@@ -327,3 +327,16 @@ def test_sft_learns_from_a_model_that_records_no_token_ids(toy_policy, small_wor
                        min_reward=0.5, output_dir=tmp_path / "budget", max_steps=5,
                        time_budget_s=1e-3)
     assert budget["steps"] == 1  # the wall-clock budget stops training after its first step
+
+
+def test_balance_roles_repeats_the_rarer_roles_up_to_the_commonest():
+    def sample(role: str, i: int) -> Sample:
+        return Sample(trajectory_id=f"t{i}", task_id=None, group_id=None, role=role, model="m",
+                      prompt_ids=[1], completion_ids=[i], logprobs=[0.0], reward=1.0)
+
+    rows = [sample("planner", i) for i in range(6)] + [sample("writer", 10 + i) for i in range(2)]
+    balanced = balance_roles(rows)
+    writers = [s.completion_ids[0] for s in balanced if s.role == "writer"]
+    assert len(balanced) == 12 and writers == [10, 11, 10, 11, 10, 11]
+    assert [s.completion_ids[0] for s in balanced if s.role == "planner"] == list(range(6))
+    assert balance_roles([]) == []

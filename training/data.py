@@ -139,6 +139,16 @@ def build_samples(trajectories: Iterable[Trajectory], reward: Reward | RewardFn 
     return samples
 
 
+def balance_roles(samples: Sequence[Sample]) -> list[Sample]:
+    """The samples with every role equally often: smaller roles repeated in turn up to the
+    largest role's count (a writer call is one in six of a run's calls, yet the hardest)."""
+    by_role: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_role.setdefault(s.role, []).append(s)
+    most = max((len(v) for v in by_role.values()), default=0)
+    return [rows[i % len(rows)] for rows in by_role.values() for i in range(most)]
+
+
 def loss_mask(sample: Sample) -> list[int]:
     """1 for completion tokens (trainable), 0 for every prompt token.
 

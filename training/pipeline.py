@@ -53,7 +53,7 @@ class PipelineConfig:
     lora_r: int = 8
     prompt_examples: bool = False
     research: ResearchConfig = field(default_factory=lambda: ResearchConfig(
-        max_rounds=3, max_attempts=2, max_new_tokens=64))
+        max_rounds=3, max_attempts=2, max_new_tokens=96))
     chain_tasks: int = 400
     rft_tasks: int = 48
     rft_temperature: float = 0.3
@@ -125,6 +125,7 @@ def _chains(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -
                          f"{cfg.research.max_rounds} a chain of more hops cannot be played out")
     stats = train_sft(demos, model=chat, reward=rewards.exact_match, min_reward=1.0,
                       output_dir=folder, epochs=3, time_budget_s=60 * cfg.minutes.get("chains", 0),
+                      balance=True,  # the writer, one call in six, is the hardest role
                       train_sampling_strategy="group_by_length")  # batches of like lengths: less padding
     return {"tasks": len(tasks), "demonstrations": len(demos), **_sft_stats(stats)}
 

@@ -7,7 +7,8 @@ a scripted chat model that plays it: run through the real research graph, the pl
 searcher and writer send it their real prompts (with the passages really retrieved), and it
 answers as a policy that knows the chain would — ask the next hop whose page is not in the
 evidence yet, search that hop's query (another wording after a miss), stop when every hop's
-page is in hand, answer with the gold answer and cite the pages it read. So demonstrations
+page is in hand, state each hop's fact citing its page and then the gold answer (the
+rationale comes before the answer, so the answer is conditioned on it). So demonstrations
 carry the prompts the policy will see, and a miss in retrieval becomes a demonstrated retry.
 Runs whose answer is not exactly right (a hop's page never surfaced) are dropped.
 
@@ -104,9 +105,9 @@ class ChainTeacher(BaseChatModel):
         numbers = {m.group(2): int(m.group(1)) for m in _EVIDENCE.finditer(prompt)}
         hops = [h for chain in self.chains[key] for h in chain]
         if any(h["title"] not in numbers for h in hops):
-            return "<answer>unknown</answer>\nThe evidence does not hold every step."
+            return "The evidence does not hold every step.\n<answer>unknown</answer>"
         facts = " ".join(f"{h['fact']} [{numbers[h['title']]}]." for h in hops)
-        return f"<answer>{self.answers[key]}</answer>\n{facts}"
+        return f"{facts}\n<answer>{self.answers[key]}</answer>"
 
 
 def demonstrations(tasks: Iterable[Mapping[str, Any]], *, knowledge: Any = None, web: Any = None,

@@ -20,7 +20,7 @@ from graph.store import TrajectoryStore
 from graph.trajectory import Trajectory
 from tools.device import trainer_settings
 from training import rewards
-from training.data import Sample, build_samples, to_dataset
+from training.data import Sample, balance_roles, build_samples, to_dataset
 from training.policy import is_peft, load_policy, peft_config_from, save_policy
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def train_sft(trajectories: TrajectoryStore | list[Trajectory], *, output_dir: s
               roles: list[str] | None = None, peft_config: LoraConfig | None = None,
               epochs: float = 1.0, learning_rate: float | None = None, batch_size: int = 4,
               max_steps: int = -1, time_budget_s: float | None = None, lora: bool = False,
-              lora_r: int = 16, **sft_args: Any) -> dict[str, Any]:
+              lora_r: int = 16, balance: bool = False, **sft_args: Any) -> dict[str, Any]:
     """Fine-tune on the completions of high-reward trajectories; returns the training stats.
 
     The policy comes from `training.policy.load_policy`: LoRA with `peft_config` (e.g.
@@ -97,8 +97,8 @@ def train_sft(trajectories: TrajectoryStore | list[Trajectory], *, output_dir: s
     and `local:smollm2-sleuth` then continues training its shipped adapter. The trained model
     is saved to `output_dir` as a plain HF folder (loadable with `--model hf:DIR`; a LoRA
     adapter is merged there and kept in `adapter/`). With `time_budget_s`, training stops
-    after the first optimiser step that ends past it. Other keyword arguments go to
-    TRL's `SFTConfig`.
+    after the first optimiser step that ends past it; `balance` trains every role equally
+    often (`training.data.balance_roles`). Other keyword arguments go to TRL's `SFTConfig`.
     """
     from trl import SFTConfig, SFTTrainer
 
@@ -106,6 +106,9 @@ def train_sft(trajectories: TrajectoryStore | list[Trajectory], *, output_dir: s
     chat = load_policy(model, peft_config=peft_config)
     samples = kept_samples(trajectories, chat, reward, min_reward=min_reward, tasks=tasks,
                            roles=roles)
+    n_kept = len(samples)
+    if balance:
+        samples = balance_roles(samples)
     out = Path(output_dir)
     # gradient checkpointing (TRL's default) only recomputes the forward of a model this small
     args = SFTConfig(output_dir=str(out / "trainer"), **trainer_settings(),
@@ -123,7 +126,8 @@ def train_sft(trajectories: TrajectoryStore | list[Trajectory], *, output_dir: s
     chat.close()  # the decoder must see the trained model
     save_policy(chat, out)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"samples": len(samples), "trajectories": len({s.trajectory_id for s in samples}),
+    return {"samples": n_kept, "trained_samples": len(samples),
+            "trajectories": len({s.trajectory_id for s in samples}),
             "steps": result.global_step, "train_loss": result.training_loss,
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
             "output_dir": str(out)}
