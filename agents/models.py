@@ -21,6 +21,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -98,6 +99,22 @@ def with_adapter(model: Any, adapter: Path, *, trainable: bool = False) -> Any:
     return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().eval()
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")  # "org/name" or "name"
+
+
+def _hf_folder(name: str) -> Path:
+    """What `hf:NAME` loads: an existing folder, or a hub id. A path that names no folder
+    (`hf:/missing`, `hf:./ckpt`) is a clear error here, not an OSError deep in transformers."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"hf:{name}: {path} is a file; give a model folder (config.json and weights)")
+    if not _HUB_ID.fullmatch(name):  # "/abs/path", "./rel", "~/x": a folder, not a hub id
+        raise FileNotFoundError(f"hf:{name}: no model folder at {path}")
+    return path
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A parsed model spec string: what kind of model, and for local kinds where it lives.
@@ -121,7 +138,7 @@ class ModelSpec:
         if self.kind == "local":
             return smollm2_folder()
         if self.kind == "hf":
-            return Path(self.name)
+            return _hf_folder(self.name)
         raise ValueError(f"{self.kind}:{self.name} is served by an API: it has no local folder")
 
     @property

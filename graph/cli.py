@@ -12,31 +12,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from graph.console import err, fail, out, print_json
+from graph.console import ErrorsAsLines, err, fail, folder, out, print_json, writable_folder
 
 if TYPE_CHECKING:
     from graph.run import ResearchResult
     from tools.corpora import Sources
 
 app = typer.Typer(name="sleuth", help="Deep research by cooperating agents whose search "
-                  "behaviour is learned.", no_args_is_help=True, add_completion=False)
+                  "behaviour is learned.", no_args_is_help=True, add_completion=False,
+                  cls=ErrorsAsLines)  # known errors end a command with one line
 
 
 @app.command()
 def ingest(paths: Annotated[list[Path], typer.Argument(help="Files or folders (.jsonl, .txt, "
                                                                ".md, .html).")],
-           kb: Annotated[Path, typer.Option("--kb", help="Knowledge-base folder.")],
+           kb: Annotated[Path, typer.Option("--kb", help="Knowledge-base folder.",
+                                            callback=writable_folder)],
            json_out: Annotated[bool, typer.Option("--json", help="Print stats as JSON.")] = False,
            ) -> None:
     """Chunk, embed and store documents in a LanceDB knowledge base."""
     from tools.knowledge import KnowledgeBase
 
-    try:
-        stats = KnowledgeBase(kb).ingest_paths(paths, progress=not json_out)
-    except (FileNotFoundError, ValueError) as e:
-        fail(str(e))
+    stats = KnowledgeBase(kb).ingest_paths(paths, progress=not json_out)
     data = vars(stats)
     if json_out:
         print_json({"kb": str(kb), **data})
@@ -48,7 +48,7 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files or folders (.
 
 @app.command()
 def search(query: Annotated[str, typer.Argument(help="What to look for.")],
-           kb: Annotated[Path, typer.Option("--kb", help="Knowledge-base folder.")],
+           kb: Annotated[Path, typer.Option("--kb", help="Knowledge-base folder.", callback=folder)],
            k: Annotated[int, typer.Option("-k", help="Number of passages.")] = 5,
            mode: Annotated[str, typer.Option(help="hybrid, vector or fts.")] = "hybrid",
            where: Annotated[str | None, typer.Option(
@@ -56,15 +56,11 @@ def search(query: Annotated[str, typer.Argument(help="What to look for.")],
            json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
            ) -> None:
     """Search a knowledge base."""
-    from tools.errors import ToolError
     from tools.knowledge import KnowledgeBase
 
     if not kb.exists():
         fail(f"no knowledge base at {kb}: create one with `sleuth ingest PATH --kb {kb}`")
-    try:
-        hits = KnowledgeBase(kb).search(query, k=k, mode=mode, where=where)  # type: ignore[arg-type]
-    except (ToolError, ValueError) as e:
-        fail(str(e))
+    hits = KnowledgeBase(kb).search(query, k=k, mode=mode, where=where)  # type: ignore[arg-type]
     if json_out:
         print_json({"query": query, "mode": mode, "passages": [p.model_dump() for p in hits]})
         return
@@ -84,13 +80,9 @@ def fetch(url: Annotated[str, typer.Argument(help="An http(s) URL.")],
           json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
           ) -> None:
     """Fetch a page and print its main text."""
-    from tools.errors import ToolError
     from tools.web import fetch_page
 
-    try:
-        page = fetch_page(url, allow_hosts=allow_host or (), max_bytes=max_bytes)
-    except ToolError as e:
-        fail(e.message)
+    page = fetch_page(url, allow_hosts=allow_host or (), max_bytes=max_bytes)
     if json_out:
         print_json(page.model_dump())
         return
@@ -104,17 +96,14 @@ def serve_corpus(path: Annotated[Path, typer.Argument(help="Corpus or task JSONL
                  port: Annotated[int, typer.Option(help="Port (0 = any free port).")] = 8765,
                  host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
                  kb: Annotated[Path | None, typer.Option(
-                     "--kb", help="Rank with this knowledge base instead of BM25.")] = None,
+                     "--kb", help="Rank with this knowledge base instead of BM25.",
+                     callback=folder)] = None,
                  ) -> None:
     """Serve a corpus as HTML pages with a SearXNG-compatible /search endpoint."""
     from tools.corpus_server import CorpusServer
     from tools.knowledge import KnowledgeBase
 
-    try:
-        server = CorpusServer(path, host=host, port=port,
-                              knowledge=KnowledgeBase(kb) if kb else None)
-    except (FileNotFoundError, ValueError, OSError) as e:
-        fail(str(e))
+    server = CorpusServer(path, host=host, port=port, knowledge=KnowledgeBase(kb) if kb else None)
     err.print(f"serving {len(server.docs)} documents at {server.url}  "
               f"(search: {server.url}/search?q=...&format=json; Ctrl-C stops)", soft_wrap=True)
     try:
@@ -126,7 +115,8 @@ def serve_corpus(path: Annotated[Path, typer.Argument(help="Corpus or task JSONL
 @app.command()
 def world(seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
           tasks: Annotated[int, typer.Option(help="Number of questions.")] = 50,
-          out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("world"),
+          out_dir: Annotated[Path, typer.Option("--out", help="Output folder.",
+                                                callback=writable_folder)] = Path("world"),
           hops: Annotated[str, typer.Option(help="Chain lengths to ask, e.g. 2,3,4.")] = "2,3",
           distractors: Annotated[int, typer.Option(help="Distractor pages per task.")] = 6,
           paraphrase: Annotated[float, typer.Option(help="Share of varied wordings.")] = 0.3,
@@ -139,7 +129,7 @@ def world(seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
         hop_set = tuple(int(h) for h in hops.split(",") if h.strip())
         w = generate_world(seed, tasks, hops=hop_set, distractors=distractors,
                            paraphrase=paraphrase)
-    except (ValueError, RuntimeError) as e:
+    except RuntimeError as e:  # a world that cannot be drawn with these settings
         fail(str(e))
     corpus, task_file = w.write(out_dir)
     if json_out:
@@ -159,19 +149,19 @@ def _describe(event: dict[str, Any]) -> str | None:
         plan = event.get("plan") or []
         if not plan:
             return f"[bold]plan[/bold] round {event.get('round')}: enough evidence, writing"
-        items = "  ".join(f"{i}. {q}" for i, q in enumerate(plan, 1))
+        items = escape("  ".join(f"{i}. {q}" for i, q in enumerate(plan, 1)))
         return f"[bold]plan[/bold] round {event.get('round')}: {items}"
     if kind == "search":
-        status = ("[red]error[/red] " + str(event.get("error"))) if event.get("error") else (
+        status = ("[red]error[/red] " + escape(str(event.get("error")))) if event.get("error") else (
             "[yellow]miss[/yellow]" if event.get("miss") else "[green]hit[/green]")
-        return f"[bold]search[/bold] {event.get('query')!r}: {event.get('new')} new, {status}"
+        return f"[bold]search[/bold] {escape(repr(event.get('query')))}: {event.get('new')} new, {status}"
     if kind == "select":
         return f"[bold]select[/bold] kept {event.get('kept')} of {event.get('of')} passages"
     return None
 
 
 def _print_result(result: Any) -> None:
-    out.print(f"\n[bold]Answer:[/bold] {result.answer or '(none)'}", highlight=False)
+    out.print(f"\n[bold]Answer:[/bold] {escape(result.answer or '(none)')}", highlight=False)
     if result.report and result.report != result.answer:
         out.print(result.report, highlight=False, markup=False)
     if result.citations:
@@ -195,10 +185,12 @@ def _result_json(result: Any) -> dict[str, Any]:
 
 @app.command()
 def ask(question: Annotated[str, typer.Argument(help="The question to research.")],
-        kb: Annotated[Path | None, typer.Option("--kb", help="Knowledge-base folder.")] = None,
+        kb: Annotated[Path | None, typer.Option("--kb", help="Knowledge-base folder.",
+                                                callback=folder)] = None,
         web: Annotated[str | None, typer.Option(help="SearXNG-compatible search URL.")] = None,
         model: Annotated[str, typer.Option(help="Model spec.")] = "local:smollm2",
-        record: Annotated[Path | None, typer.Option(help="Store the trajectory in this folder.")] = None,
+        record: Annotated[Path | None, typer.Option(help="Store the trajectory in this folder.",
+                                                    callback=writable_folder)] = None,
         max_rounds: Annotated[int, typer.Option(help="Research rounds.")] = 3,
         temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.0,
         seed: Annotated[int | None, typer.Option(help="Run seed.")] = None,
@@ -211,20 +203,16 @@ def ask(question: Annotated[str, typer.Argument(help="The question to research."
 
     if kb is None and web is None:
         fail("give a source: --kb DIR (see `sleuth ingest`) and/or --web SEARXNG_URL")
-    try:
-        cfg = ResearchConfig(model=model, max_rounds=max_rounds, temperature=temperature,
-                             seed=seed)
-        with err.status("loading model and tools ...") as status:
-            def show(event: dict[str, Any]) -> None:
-                line = _describe(event)
-                if line:
-                    err.print(line, highlight=False, soft_wrap=True)
-                    status.update("thinking ...")
-            result = research(question, knowledge=kb, web=web, config=cfg,
-                              store=TrajectoryStore(record) if record else None,
-                              on_event=None if json_out else show)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        fail(str(e))
+    cfg = ResearchConfig(model=model, max_rounds=max_rounds, temperature=temperature, seed=seed)
+    store = TrajectoryStore(record) if record else None
+    with err.status("loading model and tools ...") as status:
+        def show(event: dict[str, Any]) -> None:
+            line = _describe(event)
+            if line:
+                err.print(line, highlight=False, soft_wrap=True)
+                status.update("thinking ...")
+        result = research(question, knowledge=kb, web=web, config=cfg, store=store,
+                          on_event=None if json_out else show)
     if json_out:
         print_json(_result_json(result))
     else:
@@ -234,10 +222,7 @@ def ask(question: Annotated[str, typer.Argument(help="The question to research."
 def _read_task_file(tasks: Path, limit: int | None) -> list[dict[str, Any]]:
     from tools.documents import read_tasks
 
-    try:
-        rows = read_tasks(tasks, limit)
-    except (OSError, ValueError) as e:
-        fail(str(e))
+    rows = read_tasks(tasks, limit)
     if not rows:
         fail(f"{tasks} holds no tasks")
     return rows
@@ -268,15 +253,18 @@ def _report_record(results: list[ResearchResult], n_tasks: int, samples: int, ou
         print_json(summary)
     else:
         err.print(f"recorded {summary['trajectories']} trajectories of {n_tasks} tasks into "
-                  f"{out_dir}" + (f" ({len(failed)} failed: {failed[0].error})" if failed else ""),
+                  f"{out_dir}" + (f" ({len(failed)} failed: {escape(str(failed[0].error))})"
+                                  if failed else ""),
                   soft_wrap=True)
 
 
 @app.command("record")
 def record_cmd(tasks: Annotated[Path, typer.Argument(help="Task JSONL (the ../shared/data format).")],
-               out_dir: Annotated[Path, typer.Option("--out", help="Trajectory store folder.")],
+               out_dir: Annotated[Path, typer.Option("--out", help="Trajectory store folder.",
+                                                     callback=writable_folder)],
                kb: Annotated[Path | None, typer.Option(
-                   "--kb", help="Knowledge base (built from the tasks' docs if absent).")] = None,
+                   "--kb", help="Knowledge base (built from the tasks' docs if absent).",
+                   callback=folder)] = None,
                corpus_server: Annotated[bool, typer.Option(
                    "--corpus-server", help="Serve the tasks' docs as a local web and search it.")] = False,
                samples: Annotated[int, typer.Option(help="Samples per task (one group).")] = 1,
@@ -296,13 +284,10 @@ def record_cmd(tasks: Annotated[Path, typer.Argument(help="Task JSONL (the ../sh
     rows = _read_task_file(tasks, limit)
     if kb is not None and not kb.exists() and (docs := corpus_of(rows)):
         err.print(f"building knowledge base {kb} from {len(docs)} task documents")
-    try:
-        cfg = ResearchConfig(model=model, temperature=temperature, seed=seed)
-        with open_corpus(rows, backend="web" if corpus_server else "kb", kb=kb) as sources:
-            results = _record_runs(rows, sources, out_dir, samples=samples,
-                                   concurrency=concurrency, config=cfg, quiet=json_out)
-    except (ValueError, FileNotFoundError, ImportError, OSError) as e:
-        fail(str(e))
+    cfg = ResearchConfig(model=model, temperature=temperature, seed=seed)
+    with open_corpus(rows, backend="web" if corpus_server else "kb", kb=kb) as sources:
+        results = _record_runs(rows, sources, out_dir, samples=samples,
+                               concurrency=concurrency, config=cfg, quiet=json_out)
     _report_record(results, len(rows), samples, out_dir, json_out)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,9 @@ def resolve_sources(knowledge: Any = None, web: Any = None) -> list[Any]:
             if not Path(knowledge).exists():
                 raise FileNotFoundError(f"no knowledge base at {knowledge}: create one with "
                                         f"`sleuth ingest PATH --kb {knowledge}`")
+            if not Path(knowledge).is_dir():
+                raise ValueError(f"knowledge base {knowledge} is a file: give a folder "
+                                 f"(--kb DIR / knowledge=DIR)")
             knowledge = KnowledgeBase(knowledge)
         sources.append(knowledge)
     if web is not None:
@@ -118,10 +121,10 @@ class _Run:
                  thread_id: str | None, graph: Any = None):
         self.question = check_question(question)
         self.cfg = config or ResearchConfig()
+        sources = resolve_sources(knowledge, web) if graph is None else []  # before a model loads
         self.chat = load_chat_model(model if model is not None else self.cfg.model)
         self.graph = graph if graph is not None else build_research_graph(
-            tools=resolve_sources(knowledge, web),
-            model=self.chat, config=self.cfg, checkpointer=checkpointer)
+            tools=sources, model=self.chat, config=self.cfg, checkpointer=checkpointer)
         self.recorder = TrajectoryRecorder()
         self.thread_id = thread_id or uuid.uuid4().hex
         self.config = {"callbacks": [self.recorder], "recursion_limit": 200,
@@ -205,12 +208,16 @@ async def aresearch(question: str, *, model: str | BaseChatModel | None = None,
     return run.finish(out, store)
 
 
-def _task(t: str | dict[str, Any], i: int) -> dict[str, Any]:
+def _task(t: Any, i: int) -> tuple[dict[str, Any], str | None]:
+    """Task `i` as a dict with an id, and what is wrong with it (None when nothing is)."""
     if isinstance(t, str):
-        return {"id": f"q{i}", "question": t}
-    if not isinstance(t, dict) or "question" not in t:
-        raise ValueError(f"task {i} needs a 'question' field")
-    return {**t, "id": str(t.get("id") or f"q{i}")}
+        return {"id": f"q{i}", "question": t}, None
+    if not isinstance(t, Mapping):
+        return {"id": f"q{i}"}, f"task {i} is a {type(t).__name__}, not a question or a task dict"
+    task = {**t, "id": str(t.get("id") or f"q{i}")}
+    if "question" not in task:
+        return task, f"task {i} ({task['id']}) has no 'question' field"
+    return task, None
 
 
 def sample_seed(base: int | None, task_id: str, sample: int) -> int:
@@ -227,32 +234,35 @@ def research_many(tasks: Iterable[str | dict[str, Any]], *, samples_per_task: in
                   **roles: Any) -> list[ResearchResult]:
     """Run many tasks (questions or task dicts), `samples_per_task` each, `concurrency` at once.
 
-    Samples of one task share a `group_id`. A run that fails becomes a result with `error`
-    set; the others go on. Results come back in task order. Keyword arguments `planner`,
-    `searcher`, `selector`, `writer` replace roles as in `build_research_graph`.
+    Samples of one task share a `group_id`. A run that fails, or a task that is not one (no
+    `question`), becomes a result with `error` set; the others go on. Results come back in
+    task order. Keyword arguments `planner`, `searcher`, `selector`, `writer` replace roles as
+    in `build_research_graph`.
     """
     cfg = config or ResearchConfig()
+    sources = resolve_sources(knowledge, web)  # a bad source fails before a model loads
     chat = load_chat_model(model if model is not None else cfg.model)
-    sources = resolve_sources(knowledge, web)
     graph = build_research_graph(tools=sources, model=chat, config=cfg,
                                  **{k: v for k, v in roles.items() if v is not None})
-    jobs: list[tuple[dict[str, Any], int, str]] = []
+    jobs: list[tuple[dict[str, Any], str | None, int, str]] = []
     for i, raw in enumerate(tasks):
-        task = _task(raw, i)
+        task, problem = _task(raw, i)
         group = f"{task['id']}:{uuid.uuid4().hex[:8]}"
-        jobs.extend((task, s, group) for s in range(samples_per_task))
+        jobs.extend((task, problem, s, group) for s in range(samples_per_task))
 
-    def one(job: tuple[dict[str, Any], int, str]) -> ResearchResult:
-        task, s, group = job
+    def one(job: tuple[dict[str, Any], str | None, int, str]) -> ResearchResult:
+        task, problem, s, group = job
         run_cfg = cfg.model_copy(update={"seed": sample_seed(cfg.seed, task["id"], s)})
-        gold = Gold.from_task(task)
         try:
+            if problem is not None:
+                raise ValueError(problem)
+            gold = Gold.from_task(task)
             run = _Run(task["question"], model=chat, knowledge=None, web=None, config=run_cfg,
                        task_id=task["id"], group_id=group, gold=gold, checkpointer=None,
                        thread_id=None, graph=graph)
             result = run.finish(graph.invoke(run.input, run.config), store)
         except (ValueError, OSError, RuntimeError) as e:
-            result = ResearchResult(question=str(task.get("question", "")), task_id=task["id"],
+            result = ResearchResult(question=str(task.get("question") or ""), task_id=task["id"],
                                     group_id=group, error=f"{type(e).__name__}: {e}")
         if on_result is not None:
             on_result(result)

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from graph.console import err, out
+from graph.console import err, folder, out, writable_file, writable_folder
 from graph.console import fail as _fail
 
 
@@ -47,7 +47,8 @@ def _engine_model(spec: str, engine: str) -> Any:
 
 def eval_command(
     tasks: Annotated[Path, typer.Argument(help="Task JSONL (../shared/data format or `sleuth world`).")],
-    out_path: Annotated[Path, typer.Option("--out", help="Result JSON (a PNG is written beside).")],
+    out_path: Annotated[Path, typer.Option("--out", help="Result JSON (a PNG is written beside).",
+                                           callback=writable_file)],
     model: Annotated[str, typer.Option(help="Model spec.")] = "local:smollm2",
     limit: Annotated[int | None, typer.Option(help="First N tasks.")] = None,
     concurrency: Annotated[int, typer.Option(help="Runs at once.")] = 4,
@@ -56,9 +57,10 @@ def eval_command(
     search_url: Annotated[str | None, typer.Option(help="SearXNG URL for tasks without docs.")] = None,
     kb: Annotated[Path | None, typer.Option(
         "--kb", help="Knowledge-base folder to search (built from the tasks' docs if absent; "
-        "default: a cache per corpus).")] = None,
+        "default: a cache per corpus).", callback=folder)] = None,
     mode: Annotated[str, typer.Option(help="graph, retrieval (no model), oracle (gold evidence).")] = "graph",
-    record: Annotated[Path | None, typer.Option(help="Keep the trajectories in this store.")] = None,
+    record: Annotated[Path | None, typer.Option(help="Keep the trajectories in this store.",
+                                                callback=writable_folder)] = None,
     max_rounds: Annotated[int, typer.Option(help="Research rounds.")] = 3,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.0,
     seed: Annotated[int | None, typer.Option(help="Base seed.")] = 0,
@@ -73,17 +75,15 @@ def eval_command(
 
     if backend not in ("kb", "web") or mode not in ("graph", "retrieval", "oracle"):
         _fail("--backend is kb or web; --mode is graph, retrieval or oracle")
-    try:
-        cfg = ResearchConfig(model=model, max_rounds=max_rounds, temperature=temperature, seed=seed)
-        chat = model if engine == "transformers" else _engine_model(model, engine)
-        with Progress(console=err) as progress:
-            bar = progress.add_task(f"eval {mode}", total=None)
-            result = evaluate(tasks, model=chat, limit=limit, concurrency=concurrency,
-                              samples=samples, backend=backend, search_url=search_url,  # type: ignore[arg-type]
-                              kb=kb, record=record, mode=mode, config=cfg,  # type: ignore[arg-type]
-                              progress=lambda r: progress.advance(bar))
-    except (ValueError, FileNotFoundError, ImportError, OSError) as e:
-        _fail(str(e))
+    cfg = ResearchConfig(model=model, max_rounds=max_rounds, temperature=temperature, seed=seed)
+    chat = model if engine == "transformers" else _engine_model(model, engine)
+    # a bar only on a terminal, and gone when done: an error leaves its one line alone
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+        bar = progress.add_task(f"eval {mode}", total=None)
+        result = evaluate(tasks, model=chat, limit=limit, concurrency=concurrency,
+                          samples=samples, backend=backend, search_url=search_url,  # type: ignore[arg-type]
+                          kb=kb, record=record, mode=mode, config=cfg,  # type: ignore[arg-type]
+                          progress=lambda r: progress.advance(bar))
     json_path, png = write(result, out_path)
     out.print(_table(result))
     err.print(f"wrote {json_path} and {png}", soft_wrap=True)
@@ -114,7 +114,8 @@ def _grpo_tasks(tasks: Path | None, world_seed: int | None, curriculum: bool, wo
 
 @train_app.command("grpo")
 def grpo_command(
-    output: Annotated[Path, typer.Option("--output", help="Output folder (checkpoints, metrics, model).")],
+    output: Annotated[Path, typer.Option("--output", help="Output folder (checkpoints, metrics, model).",
+                                         callback=writable_folder)],
     tasks: Annotated[Path | None, typer.Option("--tasks", help="Task JSONL to train on.")] = None,
     world_seed: Annotated[int | None, typer.Option("--world-seed", help="Train on world N.")] = None,
     world_tasks: Annotated[int, typer.Option(help="Tasks in the generated world.")] = 200,
@@ -154,24 +155,20 @@ def grpo_command(
     from training.grpo import ResearchGRPOTrainer, grpo_config
     from training.policy import lora_config
 
-    try:
-        rows = _grpo_tasks(tasks, world_seed, curriculum, world_tasks, seed)
-        args = grpo_config(output, lora=lora, max_steps=steps, save_steps=save_steps, seed=seed,
-                           num_generations=group_size,
-                           per_device_train_batch_size=batch_tasks * group_size,
-                           temperature=temperature, beta=beta, num_iterations=iterations,
-                           scale_rewards=scale_rewards, dynamic_sampling=dynamic_sampling,
-                           rollout_engine=engine,
-                           rollout_engine_options=_server(engine_url, served_model),
-                           **({"learning_rate": learning_rate} if learning_rate else {}))
-        with Progress(console=err) as progress:
-            trainer = ResearchGRPOTrainer(model, None, args, rows, per_role=per_role,
-                                          peft_config=lora_config(lora_r) if lora else None,
-                                          research=ResearchConfig(max_rounds=max_rounds),
-                                          on_step=_step_bar(progress, steps))
-            trainer.train(resume_from_checkpoint=resume)
-    except (ValueError, FileNotFoundError, ImportError, OSError) as e:
-        _fail(str(e))
+    rows = _grpo_tasks(tasks, world_seed, curriculum, world_tasks, seed)
+    research = ResearchConfig(max_rounds=max_rounds)
+    args = grpo_config(output, lora=lora, max_steps=steps, save_steps=save_steps, seed=seed,
+                       num_generations=group_size,
+                       per_device_train_batch_size=batch_tasks * group_size,
+                       temperature=temperature, beta=beta, num_iterations=iterations,
+                       scale_rewards=scale_rewards, dynamic_sampling=dynamic_sampling,
+                       rollout_engine=engine, rollout_engine_options=_server(engine_url, served_model),
+                       **({"learning_rate": learning_rate} if learning_rate else {}))
+    with Progress(console=err) as progress:
+        trainer = ResearchGRPOTrainer(model, None, args, rows, per_role=per_role,
+                                      peft_config=lora_config(lora_r) if lora else None,
+                                      research=research, on_step=_step_bar(progress, steps))
+        trainer.train(resume_from_checkpoint=resume)
     err.print(f"trained policy in {output} (use --model hf:{output}); metrics in "
               f"{output / 'metrics.jsonl'}, curves in {output / 'curves.png'}", soft_wrap=True)
 
@@ -193,8 +190,9 @@ def _step_bar(progress: Any, steps: int) -> Any:
 
 @train_app.command("sft")
 def sft_command(
-    trajectories: Annotated[Path, typer.Option("--trajectories", help="Trajectory store folder.")],
-    output: Annotated[Path, typer.Option("--output", help="Output folder.")],
+    trajectories: Annotated[Path, typer.Option("--trajectories", help="Trajectory store folder.",
+                                               callback=folder)],
+    output: Annotated[Path, typer.Option("--output", help="Output folder.", callback=writable_folder)],
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "local:smollm2",
     min_reward: Annotated[float, typer.Option(help="Keep trajectories with F1 >= this.")] = 0.5,
     lora: Annotated[bool, typer.Option(help="Train a LoRA adapter (PEFT).")] = False,
@@ -209,12 +207,9 @@ def sft_command(
 
     if not (trajectories / "trajectories.jsonl").exists():
         _fail(f"no trajectory store at {trajectories} (record one with `sleuth record`)")
-    try:
-        stats = train_sft(TrajectoryStore(trajectories), output_dir=output, model=model,
-                          min_reward=min_reward, epochs=epochs, learning_rate=learning_rate,
-                          peft_config=lora_config(lora_r) if lora else None)
-    except (ValueError, FileNotFoundError, ImportError, OSError) as e:
-        _fail(str(e))
+    stats = train_sft(TrajectoryStore(trajectories), output_dir=output, model=model,
+                      min_reward=min_reward, epochs=epochs, learning_rate=learning_rate,
+                      peft_config=lora_config(lora_r) if lora else None)
     err.print(f"trained on {stats['samples']} completions of {stats['trajectories']} "
               f"trajectories, loss {stats['first_loss']:.3f} -> {stats['last_loss']:.3f}; "
               f"policy in {output} (use --model hf:{output})", soft_wrap=True)
@@ -230,7 +225,8 @@ def _minutes(text: str) -> dict[str, float]:
 
 @train_app.command("pipeline")
 def pipeline_command(
-    output: Annotated[Path, typer.Option("--output", help="Output folder (a folder per stage).")],
+    output: Annotated[Path, typer.Option("--output", help="Output folder (a folder per stage).",
+                                         callback=writable_folder)],
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "local:smollm2",
     stages: Annotated[str, typer.Option(help="Stages in order: chains, rft, grpo.")] = "chains,grpo",
     minutes: Annotated[str, typer.Option(help="Wall-clock budget per stage.")] = "chains=25,grpo=35",
@@ -242,14 +238,11 @@ def pipeline_command(
     """The staged recipe: SFT on rationale chains, (rejection sampling,) GRPO on a curriculum."""
     from training.pipeline import PipelineConfig, run_pipeline
 
-    try:
-        cfg = PipelineConfig(output_dir=str(output), model=model,
-                             stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
-                             minutes=_minutes(minutes), lora_r=lora_r,
-                             prompt_examples=prompt_examples, seed=seed)
-        records = run_pipeline(cfg, log=lambda line: err.print(line, highlight=False))
-    except (ValueError, FileNotFoundError, ImportError, OSError) as e:
-        _fail(str(e))
+    cfg = PipelineConfig(output_dir=str(output), model=model,
+                         stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
+                         minutes=_minutes(minutes), lora_r=lora_r,
+                         prompt_examples=prompt_examples, seed=seed)
+    records = run_pipeline(cfg, log=lambda line: err.print(line, highlight=False, markup=False))
     last = list(records)[-1]
     err.print(f"trained policy in {output / last} (use --model hf:{output / last}); stage "
               f"records in {output / 'pipeline.json'}", soft_wrap=True)
