@@ -261,7 +261,8 @@ def research_many(tasks: Iterable[str | dict[str, Any]], *, samples_per_task: in
                        task_id=task["id"], group_id=group, gold=gold, checkpointer=None,
                        thread_id=None, graph=graph)
             result = run.finish(graph.invoke(run.input, run.config), store)
-        except (ValueError, OSError, RuntimeError) as e:
+        except Exception as e:  # noqa: BLE001 - one run's failure (even a bug in a custom role)
+            # must not cost the batch the other runs' results; its type and message are kept
             result = ResearchResult(question=str(task.get("question") or ""), task_id=task["id"],
                                     group_id=group, error=f"{type(e).__name__}: {e}")
         if on_result is not None:

@@ -62,3 +62,23 @@ def test_32_concurrent_runs_all_finish(kb, small_world, tmp_path):
     assert len(store) == 32 and len(store.groups()) == 16
     assert model.calls["writer"] == 32
     assert seconds < 120, f"32 concurrent scripted runs took {seconds:.0f} s"
+
+
+def test_a_bug_in_a_custom_role_fails_that_run_only(kb, small_world):
+    """A role that raises something unforeseen (a KeyError here) on one task costs that run,
+    recorded with the error's type, and not the batch."""
+    from agents import Writer
+
+    tasks = small_world.tasks[:3]
+    model = ScriptedChatModel()
+    writer = Writer(model)
+
+    def flaky_writer(state):
+        if state["question"] == tasks[1]["question"]:
+            raise KeyError("a bug in a custom writer")
+        return writer(state)
+
+    results = research_many(tasks, concurrency=3, model=model, knowledge=kb, writer=flaky_writer,
+                            config=ResearchConfig(search_mode="fts", seed=1))
+    assert results[1].error.startswith("KeyError") and results[1].trajectory is None
+    assert all(r.error is None and r.answer for r in (results[0], results[2]))
