@@ -1,35 +1,101 @@
-"""Lenient parsers from model text to typed results; they never raise.
+"""Lenient parsers from model text to typed results; they never raise, in linear time.
 
-Only model completions are parsed. Retrieved text is never passed here, so a page that
-contains `<answer>` cannot become an agent action.
+Only model completions are parsed. Retrieved text is never passed here, and before it enters a
+prompt `agents.prompting.neutralize` defuses every action tag in it, so a page that contains
+`<answer>` cannot become an agent action even when a small model echoes it.
+
+What an action tag looks like is defined once, by `tag_pattern`: the parsers find tags only
+through it and the neutraliser rewrites every match of it, so the two cannot drift apart. A tag
+is `<`, optional `/`, a name from `ACTION_TAGS` (any case), optional `/`, `>`, with any
+whitespace between the parts: `<answer>`, `< / Answer >`, `<done / >`. Attributes are not part
+of the grammar (`<answer x="1">` is no tag).
+
+Every parser reads at most `MAX_REPLY_CHARS` characters (a reply is a few hundred tokens), scans
+them once (no regular expression that backtracks over an unclosed tag), and replaces lone
+surrogates with U+FFFD, so what it returns can be stored.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Iterable
 
 from agents.schemas import Draft, Plan, SearchAction, Verdict
+from tools.text import clean_text
 
-_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+(.+?)\s*$", re.M)
-_CITE = re.compile(r"\[(\d+)\]")
+# `information` is no action of ours, but it is the retrieved-text block of the Search-R1 format
+# that some policies are trained on: it is defused in documents all the same.
+ACTION_TAGS = ("answer", "search", "subquestions", "done", "information")
+MAX_REPLY_CHARS = 64_000
+
+_ITEM = re.compile(r"(?:\d++[.)]|[-*•])\s+(.+)")
+_CITE = re.compile(r"\[(\d{1,9})\]")  # longer numbers are no citation (and int() would refuse them)
+_VERDICT = re.compile(r"\W*+(yes|no)\b", re.I)
+
+
+@functools.cache
+def tag_pattern(*names: str) -> re.Pattern[str]:
+    """The one definition of an action tag: a compiled pattern matching any form of these tags
+    (all of `ACTION_TAGS` when none are named), with groups `close`, `name` and `empty`."""
+    names = names or ACTION_TAGS
+    unknown = sorted(set(names) - set(ACTION_TAGS))
+    if unknown:  # a tag the neutraliser would not know of could be injected through documents
+        raise ValueError(f"{unknown} are not in ACTION_TAGS {ACTION_TAGS}")
+    alternatives = "|".join(re.escape(n) for n in names)
+    # possessive whitespace runs: a failed match never rescans, so a search is linear
+    return re.compile(rf"<\s*+(?P<close>/\s*+)?(?P<name>{alternatives})\s*+(?P<empty>/\s*+)?>", re.I)
+
+
+def _kind(m: re.Match[str]) -> str:
+    """`open` (`<name>`), `close` (`</name>`) or `empty` (`<name/>`)."""
+    return "close" if m.group("close") else "empty" if m.group("empty") else "open"
+
+
+def find_tag(text: str, name: str, kinds: Iterable[str] = ("open",), pos: int = 0
+             ) -> re.Match[str] | None:
+    """The first `name` tag of one of these kinds at or after `pos` (one scan from `pos`)."""
+    wanted = set(kinds)
+    return next((m for m in tag_pattern(name).finditer(text, pos) if _kind(m) in wanted), None)
+
+
+def _reply(text: str) -> str:
+    """What a parser reads: the first `MAX_REPLY_CHARS` characters, storable."""
+    return clean_text(text[:MAX_REPLY_CHARS])
 
 
 def tag(text: str, name: str) -> tuple[str | None, bool]:
     """Content of `<name>...</name>` and whether it was closed (an unclosed tag runs to the end)."""
-    m = re.search(rf"<\s*{name}\s*>(.*?)<\s*/\s*{name}\s*>", text, re.S | re.I)
-    if m:
-        return m.group(1).strip(), True
-    m = re.search(rf"<\s*{name}\s*>(.*)", text, re.S | re.I)
-    return (m.group(1).strip(), False) if m else (None, False)
+    return _tag(_reply(text), name)
+
+
+def _tag(text: str, name: str) -> tuple[str | None, bool]:
+    opening = find_tag(text, name)
+    if opening is None:
+        return None, False
+    closing = find_tag(text, name, ("close",), opening.end())
+    if closing is None:
+        return text[opening.end():].strip(), False
+    return text[opening.end():closing.start()].strip(), True
+
+
+def _items(text: str) -> list[str]:
+    """The items of numbered (`1.`, `2)`) or bulleted (`-`, `*`, `•`) lines."""
+    items = []
+    for line in text.split("\n"):
+        m = _ITEM.match(line.strip())
+        if m and m.group(1).strip():
+            items.append(m.group(1).strip())
+    return items
 
 
 def parse_plan(text: str, max_items: int = 3) -> Plan:
     """`<subquestions>` numbered list `</subquestions>`, or `<done>`."""
-    if re.search(r"<\s*done\s*/?\s*>", text, re.I):
+    text = _reply(text)
+    if find_tag(text, "done", ("open", "empty")):
         return Plan(done=True, ok=True)
-    block, closed = tag(text, "subquestions")
-    items = [i.strip() for i in _ITEM.findall(block if block is not None else text) if i.strip()]
-    items = list(dict.fromkeys(items))[:max_items]
+    block, closed = _tag(text, "subquestions")
+    items = list(dict.fromkeys(_items(block if block is not None else text)))[:max_items]
     return Plan(sub_questions=items, ok=bool(items) and closed)
 
 
@@ -42,19 +108,32 @@ def parse_search(text: str) -> SearchAction:
 
 def parse_verdict(text: str) -> Verdict:
     """A reply starting with yes or no."""
-    m = re.match(r"\W*(yes|no)\b", text.strip(), re.I)
+    m = _VERDICT.match(_reply(text).strip())
     return Verdict(relevant=bool(m) and m.group(1).lower() == "yes", ok=bool(m))
+
+
+def _without_answers(text: str) -> str:
+    """The text with every closed `<answer>...</answer>` span removed."""
+    parts, pos = [], 0
+    while (opening := find_tag(text, "answer", pos=pos)) is not None:
+        closing = find_tag(text, "answer", ("close",), opening.end())
+        if closing is None:
+            break
+        parts.append(text[pos:opening.start()])
+        pos = closing.end()
+    return "".join(parts) + text[pos:]
 
 
 def parse_draft(text: str) -> Draft:
     """`<answer>short</answer>` then a report citing `[n]`."""
-    answer, closed = tag(text, "answer")
+    text = _reply(text)
+    answer, closed = _tag(text, "answer")
     if answer is not None and closed:
-        report = re.sub(r"<\s*answer\s*>.*?<\s*/\s*answer\s*>", "", text, flags=re.S | re.I).strip()
+        report = _without_answers(text).strip()
         ok = bool(answer)
     else:  # no usable tag: the first line stands in for the answer
-        first = text.strip().splitlines()[0] if text.strip() else ""
-        answer = re.sub(r"</?\s*answer\s*>", "", first, flags=re.I).strip()
+        first = next(iter(text.strip().splitlines()), "")
+        answer = tag_pattern("answer").sub("", first).strip()
         report, ok = text.strip(), False
     cited = list(dict.fromkeys(int(n) for n in _CITE.findall(report)))
     return Draft(answer=answer, report=report, cited=cited, ok=ok)

@@ -17,9 +17,10 @@ from typing import Any
 import jinja2
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+from agents.parsing import tag_pattern
+
 PROMPTS = Path(__file__).parent / "prompts"
 BLOCKS = ("system", "example_user_1", "example_assistant_1", "user")
-_TAG = re.compile(r"</?\s*(answer|search|subquestions|done|information)\s*/?>", re.I)
 
 
 @functools.cache
@@ -41,9 +42,17 @@ def load_template(prompt: str | Path) -> jinja2.Template:
     return template
 
 
+def _defuse(m: re.Match[str]) -> str:
+    return "[" + m.group(0)[1:-1] + "]"
+
+
 def neutralize(text: str) -> str:
-    """Defuse action tags inside retrieved text: documents are data, never agent actions."""
-    return _TAG.sub(lambda m: m.group(0).replace("<", "[").replace(">", "]"), text)
+    """Defuse action tags inside retrieved text: documents are data, never agent actions.
+
+    Every match of `agents.parsing.tag_pattern()` (the pattern the parsers find tags with) has
+    its angle brackets turned into square ones, so no parser finds a tag in the result.
+    """
+    return tag_pattern().sub(_defuse, text)
 
 
 def _block(template: jinja2.Template, name: str, context: dict[str, Any]) -> str:

@@ -5,6 +5,10 @@ the research graph used as a subgraph): every chat-model call is recorded with i
 node (from the call's metadata), prompt messages, the token ids and logprobs the model
 reported, text and latency; every tool call with its input, hits and error. Agents report
 how each reply parsed through a custom callback event, matched to the call by id.
+
+Text enters a trajectory here, and is made storable on the way in (`tools.text.clean_text`:
+a lone surrogate in a reply, prompt or page becomes U+FFFD), so a recorded trajectory can
+always be written to a `TrajectoryStore`.
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ from langchain_core.outputs import LLMResult
 
 from agents.base import PARSED_EVENT
 from graph.trajectory import ModelStep, ToolStep, Trajectory
+from tools.text import clean_data, clean_text
 
 _HIT_FIELDS = ("chunk_id", "doc_id", "title", "url", "score", "text", "rank", "snippet")
 
 
 def _message(m: BaseMessage) -> dict[str, Any]:
-    return {"role": m.type, "content": m.content}
+    return {"role": m.type, "content": clean_data(m.content)}
 
 
 def _hits(output: Any) -> list[dict[str, Any]]:
@@ -37,9 +42,9 @@ def _hits(output: Any) -> list[dict[str, Any]]:
     for item in items:
         data = item.model_dump() if hasattr(item, "model_dump") else item
         if isinstance(data, dict):
-            hits.append({k: data[k] for k in _HIT_FIELDS if k in data})
+            hits.append({k: clean_data(data[k]) for k in _HIT_FIELDS if k in data})
         else:
-            hits.append({"text": str(data)})
+            hits.append({"text": clean_text(str(data))})
     return hits
 
 
@@ -93,7 +98,7 @@ class TrajectoryRecorder(BaseCallbackHandler):
         if gen is not None:
             msg = getattr(gen, "message", None)
             meta = getattr(msg, "response_metadata", None) or {}
-            step.text = gen.text
+            step.text = clean_text(gen.text)
             step.prompt_token_ids = meta.get("prompt_token_ids")
             step.completion_token_ids = meta.get("completion_token_ids")
             step.logprobs = meta.get("logprobs")
@@ -105,13 +110,13 @@ class TrajectoryRecorder(BaseCallbackHandler):
         with self._lock:
             call = self._pending.pop(run_id, None)
             if call is not None:
-                call.step.error = f"{type(error).__name__}: {error}"
+                call.step.error = clean_text(f"{type(error).__name__}: {error}")
                 self.calls.append(call.done())
 
     def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
         if name == PARSED_EVENT and isinstance(data, dict) and data.get("call_id"):
             with self._lock:
-                self._parsed[data["call_id"]] = data
+                self._parsed[data["call_id"]] = clean_data(data)
 
     # ------------------------------------------------------------------ tool calls
 
@@ -121,7 +126,8 @@ class TrajectoryRecorder(BaseCallbackHandler):
         md = metadata or {}
         step = ToolStep(tool=str((serialized or {}).get("name") or kwargs.get("name") or "tool"),
                         node=str(md.get("langgraph_node") or ""),
-                        input=inputs if inputs is not None else input_str, started_at=time.time())
+                        input=clean_data(inputs if inputs is not None else input_str),
+                        started_at=time.time())
         with self._lock:
             self._pending[run_id] = _Call(step, time.perf_counter())
 
@@ -136,7 +142,8 @@ class TrajectoryRecorder(BaseCallbackHandler):
         with self._lock:
             call = self._pending.pop(run_id, None)
             if call is not None and isinstance(call.step, ToolStep):
-                call.step.error = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
+                call.step.error = clean_text(str(getattr(error, "message", None)
+                                                 or f"{type(error).__name__}: {error}"))
                 self.calls.append(call.done())
 
     # ------------------------------------------------------------------ result

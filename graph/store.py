@@ -3,7 +3,8 @@
 The JSONL file is the truth: one trajectory a line, written under an exclusive file lock in
 one `write`, flushed and fsynced before `append` returns. A process killed mid-write can
 leave at most one partial last line, which readers skip and the next writer fences off with
-a newline, so every finished trajectory stays readable and none is half-read.
+a newline, so every finished trajectory stays readable and none is half-read. Text that UTF-8
+cannot encode (a lone surrogate) is written as U+FFFD (`Trajectory.storable`), never refused.
 
 The LanceDB table (`index.lance`) holds one summary row per trajectory (task, group, model,
 answer, reward, reward components, byte offset) for filtering. A writer adds its row under
@@ -181,7 +182,11 @@ class TrajectoryStore:
         """Write one trajectory durably (scored first if the store has a scorer); return its byte
         offset in the JSONL file. The caller's object is never modified."""
         trajectory = self._scored(trajectory)
-        line = (trajectory.model_dump_json() + "\n").encode()
+        try:
+            line = (trajectory.model_dump_json() + "\n").encode()
+        except pydantic_core.PydanticSerializationError:  # a lone surrogate: store U+FFFD instead
+            trajectory = trajectory.storable()
+            line = (trajectory.model_dump_json() + "\n").encode()
         with self._locked() as fd:
             end = os.lseek(fd, 0, os.SEEK_END)
             if end and os.pread(fd, 1, end - 1) != b"\n":  # fence off a torn last line

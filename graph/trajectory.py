@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Field
 
+from tools.text import clean_data
+
 SCHEMA_VERSION = 1
 
 
@@ -95,6 +97,11 @@ class Trajectory(BaseModel):
     created_at: float = Field(default_factory=time.time)
     model: str = ""
     config: dict[str, Any] = Field(default_factory=dict)
+
+    def storable(self) -> Trajectory:
+        """A copy whose strings hold no lone surrogate (each becomes U+FFFD), so it serialises
+        to JSON and Arrow; `TrajectoryStore.append` falls back to it when a dump fails."""
+        return Trajectory.model_validate(clean_data(self.model_dump()))
 
     @property
     def model_steps(self) -> list[ModelStep]:

@@ -26,9 +26,11 @@ def split_sentences(text: str) -> list[str]:
             continue
         start = 0
         for m in _BOUNDARY.finditer(para):
-            candidate = para[start:m.start()].strip()
-            if _ABBREV.search(candidate):
+            # an abbreviation is at most 5 characters: look at the sentence's tail only, so a
+            # run of initials ("A. B. C. ...") costs linear time, not quadratic
+            if _ABBREV.search(para, max(start, m.start() - 8), m.start()):
                 continue
+            candidate = para[start:m.start()].strip()
             if candidate:
                 sentences.append(candidate)
             start = m.end()

@@ -14,7 +14,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from tools.text import clean_data, clean_text
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
 HTML_SUFFIXES = {".html", ".htm"}
@@ -24,18 +26,27 @@ SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | JSONL_SUFFIXES
 
 def content_id(title: str, text: str, prefix: str = "") -> str:
     """Return the id scheme of ../shared/data: `<prefix>:<first 16 hex of sha1(title\\ntext)>`."""
-    digest = hashlib.sha1(f"{title}\n{text}".encode()).hexdigest()[:16]
+    digest = hashlib.sha1(clean_text(f"{title}\n{text}").encode()).hexdigest()[:16]
     return f"{prefix}:{digest}" if prefix else digest
 
 
 class Document(BaseModel):
-    """One source document: an encyclopedia page, a paragraph of a QA set, a file."""
+    """One source document: an encyclopedia page, a paragraph of a QA set, a file.
+
+    Its strings are storable: lone surrogates (which a JSON `\\ud800` escape can produce) are
+    replaced by U+FFFD when the document is built, so ingest never fails on encoding.
+    """
 
     doc_id: str
     title: str = ""
     text: str
     url: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        return clean_data(data) if isinstance(data, dict) else data
 
     @field_validator("doc_id")
     @classmethod
@@ -52,7 +63,7 @@ class Document(BaseModel):
         text = d.get("text")
         if not isinstance(text, str):
             raise ValueError("a document needs a string 'text' field")
-        title = str(d.get("title") or "")
+        text, title = clean_text(text), clean_text(str(d.get("title") or ""))
         doc_id = d.get("doc_id") or d.get("id") or content_id(title, text)
         meta = dict(d.get("metadata") or {})
         for key in ("gold", "source"):

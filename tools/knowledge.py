@@ -26,6 +26,7 @@ from tools.chunking import chunk_text
 from tools.documents import Document, as_documents, load_documents
 from tools.embeddings import Embedder, default_embedder
 from tools.errors import ToolError
+from tools.text import clean_text
 from tools.types import Passage
 
 SearchMode = Literal["hybrid", "vector", "fts"]
@@ -115,7 +116,7 @@ class KnowledgeBase:
     # ------------------------------------------------------------------ ingest
 
     def _rows(self, doc: Document) -> list[dict[str, Any]]:
-        meta = json.dumps(doc.metadata, sort_keys=True, ensure_ascii=False, default=str)
+        meta = clean_text(json.dumps(doc.metadata, sort_keys=True, ensure_ascii=False, default=str))
         source = str(doc.metadata.get("source") or (doc.doc_id.split(":", 1)[0]
                                                      if ":" in doc.doc_id else ""))
         rows = []
@@ -210,7 +211,7 @@ class KnowledgeBase:
             raise ValueError(f"k must be an int in 1..10000, got {k!r}")
         if not isinstance(query, str) or not query.strip():
             raise ToolError("empty search query", kind="bad_query", target=repr(query))
-        query = " ".join(query.split())[:1000]
+        query = clean_text(" ".join(query.split())[:1000])
         table = self.table
         try:
             if mode == "vector":
