@@ -30,6 +30,7 @@ from graph.store import TrajectoryStore
 from graph.trajectory import Gold, Trajectory
 from tools.knowledge import KnowledgeBase
 from tools.retrievers import WebRetriever
+from tools.text import clean_text
 from tools.types import Passage, SearchBackend
 from tools.web import SearxngSearch
 
@@ -59,10 +60,11 @@ class ResearchResult(BaseModel):
 
 
 def check_question(question: Any) -> str:
-    """The question stripped, or a clear ValueError for an empty or huge one."""
+    """The question stripped (lone surrogates replaced), or a clear ValueError for an empty or
+    huge one."""
     if not isinstance(question, str) or not question.strip():
         raise ValueError("the question is empty")
-    question = " ".join(question.split())
+    question = clean_text(" ".join(question.split()))
     if len(question) > MAX_QUESTION_CHARS:
         raise ValueError(f"the question has {len(question)} characters; at most "
                          f"{MAX_QUESTION_CHARS} are accepted")

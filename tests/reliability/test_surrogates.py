@@ -65,7 +65,7 @@ def test_research_with_surrogates_in_replies_and_documents_is_stored(tmp_path):
     kb = KnowledgeBase(tmp_path / "kb", embedder=HashEmbedder())
     kb.ingest([BAD_DOC, GOOD_DOC], progress=False)
     store = TrajectoryStore(tmp_path / "runs")
-    r = research("Where was Ada Lenn born?", model=ScriptedChatModel(script=surrogate_script),
+    r = research(f"Where was Ada Lenn{LONE} born?", model=ScriptedChatModel(script=surrogate_script),
                  knowledge=kb, store=store, config=ResearchConfig(search_mode="fts", max_rounds=2))
     assert r.error is None and r.trajectory_id, r.error
     assert r.answer.startswith("Varo")
@@ -77,6 +77,7 @@ def test_research_with_surrogates_in_replies_and_documents_is_stored(tmp_path):
     writer = [s for s in t.model_steps if s.role == "writer"]
     assert writer and "\ufffd" in writer[-1].text and LONE not in writer[-1].text
     assert t.answer == clean_text(r.answer)
+    assert r.question == t.question == "Where was Ada Lenn\ufffd born?"  # the question too
     assert any("\ufffd" in str(s.prompt_messages) for s in t.model_steps)  # the page's U+FFFD
 
 
