@@ -10,7 +10,7 @@ from langchain_core.tools import BaseTool
 from agents.base import Agent, read_input
 from agents.parsing import parse_search
 from agents.schemas import Counters, QueryRecord, SearchRequest, SearchUpdate
-from agents.tools import as_tool
+from agents.tools import as_tool, fetch_failures
 from tools.errors import ToolError
 from tools.text import overlap
 from tools.types import Passage, Retriever
@@ -22,6 +22,8 @@ class Searcher(Agent):
     A search *misses* when it brings no new passage relevant to the sub-question (at least
     `relevance` of its content words occur in the passage); then the searcher asks the model
     for a different query, up to `max_attempts` searches and the branch's search budget.
+    Tool failures (a search that failed, a page that could not be fetched) are observations:
+    notes, and the `error` of the query's record.
     """
 
     role = "searcher"
@@ -43,11 +45,13 @@ class Searcher(Agent):
         found: dict[str, Passage] = {}
         errors = []
         for tool in self.tools:
-            try:
-                for p in tool.invoke({"query": query, "k": self.k}):
-                    found.setdefault(p.chunk_id, p)
-            except ToolError as e:
-                errors.append(f"{tool.name}: {e.message}")
+            with fetch_failures() as failed:  # pages a web search could not fetch
+                try:
+                    for p in tool.invoke({"query": query, "k": self.k}):
+                        found.setdefault(p.chunk_id, p)
+                except ToolError as e:
+                    errors.append(f"{tool.name}: {e.message}")
+            errors.extend(f"{tool.name}: {f}" for f in failed)
         return list(found.values()), "; ".join(errors) or None, ",".join(t.name for t in self.tools)
 
     def __call__(self, request: SearchRequest | Mapping[str, Any]) -> SearchUpdate:

@@ -20,9 +20,9 @@ def test_record_then_replay_without_server(small_world, tmp_path):
         search = CachedSearch(SearxngSearch(s.url), cache, namespace="corpus")
         fetch = CachedFetch(cache)
         hits = search.search(title, k=3)
-        page = fetch(hits[0].url, allow_hosts=["127.0.0.1"])
+        page = fetch(hits[0].url, allow_hosts=[s.origin])
         with pytest.raises(ToolError):
-            fetch(s.url + "/gone", allow_hosts=["127.0.0.1"], retries=0)
+            fetch(s.url + "/gone", allow_hosts=[s.origin], retries=0)
         n_requests = len(s.requests)
         assert search.search(title, k=3) == hits  # a second identical call is not re-sent
         assert len(s.requests) == n_requests

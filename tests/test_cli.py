@@ -50,9 +50,10 @@ def test_serve_corpus_and_fetch_through_it(sleuth, tmp_path):
         url = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)
         hits = SearxngSearch(url).search("founded", k=2)
         assert hits and hits[0].url.startswith(url)
-        page = json.loads(sleuth("fetch", hits[0].url, "--allow-host", "127.0.0.1", "--json").stdout)
+        origin = url.split("://", 1)[1]  # host:port: a bare 127.0.0.1 would mean port 80 only
+        page = json.loads(sleuth("fetch", hits[0].url, "--allow-host", origin, "--json").stdout)
         assert page["title"].startswith(hits[0].title)
-        env_page = sleuth("fetch", hits[0].url, env={"SLEUTH_ALLOW_HOSTS": "127.0.0.1"},
+        env_page = sleuth("fetch", hits[0].url, env={"SLEUTH_ALLOW_HOSTS": origin},
                           check=False, timeout=120)
         assert env_page.returncode == 0 and hits[0].title in env_page.stderr
     finally:

@@ -12,8 +12,6 @@ from tools.corpus_server import CorpusServer, Fault
 from tools.errors import ToolError, URLRefused
 from tools.web import BraveSearch, SearxngSearch, TavilySearch, afetch_page, check_url, fetch_page
 
-LOCAL = ["127.0.0.1"]
-
 
 def test_search_then_fetch_end_to_end(corpus_server, small_world):
     task = small_world.tasks[0]
@@ -22,7 +20,7 @@ def test_search_then_fetch_end_to_end(corpus_server, small_world):
     assert hits and hits[0].doc_id == gold["doc_id"]
     assert hits[0].url == corpus_server.doc_url(gold["doc_id"])
     assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
-    page = fetch_page(hits[0].url, allow_hosts=LOCAL)
+    page = fetch_page(hits[0].url, allow_hosts=[corpus_server.origin])
     assert page.status == 200 and page.content_type == "text/html"
     assert page.title.startswith(gold["title"])
     first_sentence = gold["text"].split(". ")[0]
@@ -35,7 +33,7 @@ def test_async_search_and_fetch(corpus_server, small_world):
 
     async def run():
         hits = await SearxngSearch(corpus_server.url).asearch(title, k=2)
-        page = await afetch_page(hits[0].url, allow_hosts=LOCAL)
+        page = await afetch_page(hits[0].url, allow_hosts=[corpus_server.origin])
         return hits, page
 
     hits, page = asyncio.run(run())
@@ -71,11 +69,15 @@ def test_ssrf_guard_refuses(url):
 
 
 def test_allow_list_from_argument_and_environment(monkeypatch):
-    check_url("http://127.0.0.1:1/", frozenset({"127.0.0.1"}))
+    check_url("http://127.0.0.1:1/", frozenset({"127.0.0.1:1"}))
+    check_url("http://127.0.0.1/", frozenset({"127.0.0.1"}))  # a bare host: its default port
+    with pytest.raises(URLRefused):
+        check_url("http://127.0.0.1:1/", frozenset({"127.0.0.1"}))
     from tools.web import allowed_hosts
 
-    monkeypatch.setenv("SLEUTH_ALLOW_HOSTS", "LocalHost, 127.0.0.1")
-    assert allowed_hosts(["corpus.internal"]) == {"localhost", "127.0.0.1", "corpus.internal"}
+    monkeypatch.setenv("SLEUTH_ALLOW_HOSTS", "LocalHost, 127.0.0.1:8888")
+    assert allowed_hosts(["corpus.internal", "http://[::1]:8080/x"]) == {
+        "localhost", "127.0.0.1:8888", "corpus.internal", "[::1]:8080"}
 
 
 def test_redirect_from_allowed_host_to_loopback_is_refused(small_world):
@@ -84,7 +86,7 @@ def test_redirect_from_allowed_host_to_loopback_is_refused(small_world):
         s.faults.append(Fault(r"^/jump", redirect_to=f"http://127.0.0.1:{port}/doc/x"))
         # localhost is allowed, 127.0.0.1 is not: the second hop must be refused
         with pytest.raises(URLRefused):
-            fetch_page(f"http://localhost:{port}/jump", allow_hosts=["localhost"])
+            fetch_page(f"http://localhost:{port}/jump", allow_hosts=[f"localhost:{port}"])
         assert s.requests == ["/jump"]
 
 
@@ -95,7 +97,7 @@ def test_non_html_content_is_a_clear_error(small_world):
     with CorpusServer(small_world.docs, faults=faults) as s:
         for path in ("/paper.pdf", "/img.png", "/blob"):
             with pytest.raises(ToolError) as e:
-                fetch_page(s.url + path, allow_hosts=LOCAL)
+                fetch_page(s.url + path, allow_hosts=[s.origin])
             assert e.value.kind == "content_type"
             assert "not a web page" in e.value.message
 
@@ -109,16 +111,16 @@ def test_plain_text_and_latin1_pages(small_world):
                     content_type="text/plain; charset=utf-8"),
               Fault(r"^/latin1", body=latin1, content_type="text/html")]
     with CorpusServer(small_world.docs, faults=faults) as s:
-        page = fetch_page(s.url + "/notes.txt", allow_hosts=LOCAL)
+        page = fetch_page(s.url + "/notes.txt", allow_hosts=[s.origin])
         assert page.text == "plain words, kept as is" and page.content_type == "text/plain"
-        page = fetch_page(s.url + "/latin1", allow_hosts=LOCAL)
+        page = fetch_page(s.url + "/latin1", allow_hosts=[s.origin])
         assert "caf\xe9" in page.text and "m\xeame" in page.text
 
 
 def test_oversized_page_is_capped_without_reading_the_rest(small_world):
     # 20 GB: a client that read on past the cap would run into its 5 s total timeout and fail
     with CorpusServer(small_world.docs, faults=[Fault(r"^/huge", huge_bytes=20_000_000_000)]) as s:
-        page = fetch_page(s.url + "/huge", allow_hosts=LOCAL, max_bytes=500_000,
+        page = fetch_page(s.url + "/huge", allow_hosts=[s.origin], max_bytes=500_000,
                           total_timeout=5.0, retries=0)
     assert page.truncated and page.n_bytes == 500_000
     assert "lorem ipsum" in page.text
@@ -129,7 +131,7 @@ def test_slow_host_times_out_after_retries(small_world):
     with CorpusServer(small_world.docs, faults=[Fault(r"^/slow", delay=60.0)]) as s:
         t0 = time.perf_counter()
         with pytest.raises(ToolError) as e:
-            fetch_page(s.url + "/slow", allow_hosts=LOCAL, timeout=0.3, retries=1, backoff=0.05)
+            fetch_page(s.url + "/slow", allow_hosts=[s.origin], timeout=0.3, retries=1, backoff=0.05)
         assert e.value.kind == "timeout"
         assert s.requests.count("/slow") == 2  # first try + one retry
         assert time.perf_counter() - t0 < 20  # wide margin on a loaded machine, far below 60 s
@@ -139,7 +141,7 @@ def test_redirect_loop_ends_with_error(small_world):
     faults = [Fault(r"^/a$", redirect_to="/b"), Fault(r"^/b$", redirect_to="/a")]
     with CorpusServer(small_world.docs, faults=faults) as s:
         with pytest.raises(ToolError) as e:
-            fetch_page(s.url + "/a", allow_hosts=LOCAL, max_redirects=4)
+            fetch_page(s.url + "/a", allow_hosts=[s.origin], max_redirects=4)
     assert e.value.kind == "redirects"
 
 
@@ -147,18 +149,18 @@ def test_5xx_is_retried_then_succeeds_and_404_is_not(small_world):
     doc = small_world.docs[0]
     with CorpusServer(small_world.docs) as s:
         s.faults.append(Fault(r"^/doc/", status=503, times=2))
-        page = fetch_page(s.doc_url(doc["doc_id"]), allow_hosts=LOCAL, retries=2, backoff=0.01)
+        page = fetch_page(s.doc_url(doc["doc_id"]), allow_hosts=[s.origin], retries=2, backoff=0.01)
         assert doc["text"][:20] in page.text
         assert len(s.requests) == 3
         with pytest.raises(ToolError) as e:
-            fetch_page(s.url + "/doc/nope", allow_hosts=LOCAL, retries=3, backoff=0.01)
+            fetch_page(s.url + "/doc/nope", allow_hosts=[s.origin], retries=3, backoff=0.01)
         assert e.value.kind == "http_status" and "404" in e.value.message
         assert len(s.requests) == 4
 
 
 def test_unreachable_host_is_a_network_error():
     with pytest.raises(ToolError) as e:
-        fetch_page("http://127.0.0.1:9/", allow_hosts=LOCAL, retries=0)
+        fetch_page("http://127.0.0.1:9/", allow_hosts=["127.0.0.1:9"], retries=0)
     assert e.value.kind == "network"
 
 

@@ -4,10 +4,11 @@
 page (with navigation and footer boilerplate, as real pages have) and answers
 `GET /search?q=...&format=json[&pageno=N]` in SearXNG's JSON shape, ranked by BM25
 (rank-bm25) or by a `KnowledgeBase`. Agents reach it through the same code path as the
-real web: `SearxngSearch(server.url)` and `fetch_page(..., allow_hosts=["127.0.0.1"])`.
+real web: `SearxngSearch(server.url)` and `fetch_page(..., allow_hosts=[server.origin])`.
 
 Faults can be injected per request path for tests: status codes (optionally only the first
-N times), delays, huge or non-HTML bodies, redirects (loops included).
+N times), delays, huge or non-HTML bodies, bodies trickled a byte at a time, extra headers
+(e.g. `Content-Encoding`), redirects (loops included).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class Fault:
     huge_bytes: int | None = None
     redirect_to: str | None = None
     times: int | None = None
+    trickle: float = 0.0  # seconds between the body's bytes (0: sent at once)
+    headers: dict[str, str] = field(default_factory=dict)
     hits: int = field(default=0, init=False)
 
     def matches(self, path: str) -> bool:
@@ -175,7 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, render_page(corpus.docs[i]).encode(), _HTML)
 
     def _send(self, status: int, body: bytes, ctype: str,
-              headers: dict[str, str] | None = None) -> None:
+              headers: dict[str, str] | None = None, trickle: float = 0.0) -> None:
         self.send_response(status)
         if ctype:  # "" sends no Content-Type at all
             self.send_header("Content-Type", ctype)
@@ -183,8 +186,18 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command == "HEAD":
+            return
+        if not trickle:
             self.wfile.write(body)
+            return
+        try:
+            for i in range(len(body)):
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(trickle)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up, as it should
 
     def _apply(self, fault: Fault) -> bool:
         """Serve an injected fault; False for a pure delay (then serve normally)."""
@@ -198,7 +211,8 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         if fault.body is not None or fault.status is not None:
             ctype = fault.content_type
-            self._send(fault.status or 200, fault.body or b"", _HTML if ctype is None else ctype)
+            self._send(fault.status or 200, fault.body or b"", _HTML if ctype is None else ctype,
+                       fault.headers, trickle=fault.trickle)
             return True
         return False
 
@@ -244,6 +258,12 @@ class CorpusServer:
         """Base URL, e.g. http://127.0.0.1:41234."""
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
+
+    @property
+    def origin(self) -> str:
+        """`host:port`, the entry that allow-lists this server (and only it) for `fetch_page`."""
+        host, port = self._httpd.server_address[:2]
+        return f"{host}:{port}"
 
     def doc_url(self, doc_id: str) -> str:
         """URL of a document's page."""

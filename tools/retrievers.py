@@ -2,7 +2,12 @@
 
 `KnowledgeBase` is one. `WebRetriever` is the web's: it searches a `SearchBackend`, fetches
 the top pages behind the SSRF guard, cuts them into chunks and keeps the chunks that best
-match the query. A hit whose page cannot be fetched still yields its snippet, marked as such.
+match the query. A hit whose page cannot be fetched still yields its snippet, marked as such,
+and the failure goes to the caller's `on_fetch_error` (agents record it as a failed tool call).
+
+The search endpoint's own origin (`host:port` of the backend's `base_url`) is allow-listed for
+page fetches, since the corpus server serves its pages there; other ports of that host, and
+anything its results or redirects point at, go through the SSRF guard.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from tools.chunking import chunk_text
 from tools.errors import ToolError
 from tools.text import overlap
 from tools.types import Page, Passage, SearchBackend
-from tools.web import fetch_page
+from tools.web import allow_entry, fetch_page
 
 
 class WebRetriever:
@@ -28,13 +33,21 @@ class WebRetriever:
         self.pages = pages
         self.chunks_per_page = chunks_per_page
         self.allow_hosts = list(allow_hosts)
+        endpoint = getattr(backend, "base_url", None)
+        if isinstance(endpoint, str) and "://" in endpoint:
+            self.allow_hosts.append(allow_entry(endpoint))
         self.fetch = fetch
         self.chunk_words = chunk_words
         self.fetch_options = dict(fetch_options or {})
         self.fetch_errors: list[ToolError] = []
 
-    def search(self, query: str, k: int = 5) -> list[Passage]:
-        """Return at most k passages from the top pages for the query."""
+    def search(self, query: str, k: int = 5, *,
+               on_fetch_error: Callable[[str, ToolError], None] | None = None) -> list[Passage]:
+        """Return at most k passages from the top pages for the query.
+
+        A page that cannot be fetched is reported to `on_fetch_error(url, error)` and replaced
+        by its hit's snippet.
+        """
         hits = self.backend.search(query, k=max(k, self.pages))
         passages: list[Passage] = []
         for hit in hits[:self.pages]:
@@ -43,6 +56,8 @@ class WebRetriever:
                 page = self.fetch(hit.url, allow_hosts=self.allow_hosts, **self.fetch_options)
             except ToolError as e:
                 self.fetch_errors.append(e)
+                if on_fetch_error is not None:
+                    on_fetch_error(hit.url, e)
                 if hit.snippet:
                     passages.append(Passage(chunk_id=f"{doc_id}#snippet", doc_id=doc_id,
                                             title=hit.title, text=hit.snippet, url=hit.url,

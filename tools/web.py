@@ -5,21 +5,26 @@
 corpus server speaks SearXNG's JSON, so it is searched through `SearxngSearch`).
 
 `fetch_page(url)` downloads a page behind an SSRF guard (http/https only; hosts that
-resolve to private, loopback, link-local, multicast or reserved addresses are refused on
-every redirect hop unless allow-listed), caps the bytes read, retries 5xx and timeouts with
+resolve to anything but globally routable addresses are refused on every redirect hop
+unless allow-listed as `host:port`), caps the bytes read, retries 5xx and timeouts with
 backoff, and extracts the main text with trafilatura. Every failure is a `ToolError`.
+
+Search requests and page fetches share one set of limits (`_Limits`): a per-read timeout, an
+overall deadline and a byte cap, enforced while the body streams in, so a server that
+trickles or never stops sending ends in a `ToolError` instead of a hang.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import os
 import socket
 import time
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 
@@ -29,8 +34,83 @@ from tools.types import Page, SearchHit
 
 USER_AGENT = "sleuth/0.1 (research agent; +https://github.com/sleuth-ai/sleuth)"
 DEFAULT_MAX_BYTES = 2_000_000
+DEFAULT_TOTAL_TIMEOUT = 30.0
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 ALLOW_HOSTS_ENV = "SLEUTH_ALLOW_HOSTS"
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+# --------------------------------------------------------------------------- limits
+
+
+class _Limits:
+    """One request's limits: per-read timeout, overall deadline and byte cap. Search and fetch
+    both read bodies through `_read_capped`/`_aread_capped`, so this is the one place that
+    decides when a response is too slow or too big.
+
+    httpx has no overall deadline (its timeouts are per operation, so a server sending a byte
+    every few seconds never trips them): each request's timeouts are clipped to the time left
+    and the deadline is checked after every chunk. A sync read therefore ends at most one
+    (clipped) read timeout past the deadline; the async path adds a hard `asyncio.timeout`.
+    """
+
+    def __init__(self, timeout: float, total_timeout: float, max_bytes: int):
+        if timeout <= 0 or total_timeout <= 0 or max_bytes < 1:
+            raise ValueError("timeout, total_timeout and max_bytes must be positive")
+        self.timeout = timeout
+        self.total_timeout = total_timeout
+        self.max_bytes = max_bytes
+        self.deadline = time.monotonic() + total_timeout
+
+    def left(self) -> float:
+        """Seconds left before the deadline (never negative)."""
+        return max(0.0, self.deadline - time.monotonic())
+
+    def expired(self, url: str) -> ToolError:
+        """The error for a request that ran past the deadline."""
+        return ToolError(f"{url} took longer than the total timeout ({self.total_timeout:g} s)",
+                         kind="timeout", target=url)
+
+    def httpx_timeout(self, url: str) -> httpx.Timeout:
+        """The per-operation timeouts for the next request, clipped to the time left."""
+        left = self.left()
+        if left <= 0:
+            raise self.expired(url)
+        read = min(self.timeout, left)
+        return httpx.Timeout(read, connect=min(read, 5.0))
+
+    def take(self, buf: bytearray, chunk: bytes, url: str) -> bool:
+        """Append a chunk (cut at the cap); True once the cap is reached. Raises past the
+        deadline."""
+        buf += chunk[: self.max_bytes + 1 - len(buf)]
+        if len(buf) > self.max_bytes:
+            del buf[self.max_bytes:]
+            return True
+        if time.monotonic() > self.deadline:
+            raise self.expired(url)
+        return False
+
+
+def _read_capped(resp: httpx.Response, limits: _Limits, url: str) -> tuple[bytes, bool]:
+    """Read a streamed body within the limits: (body, truncated)."""
+    buf = bytearray()
+    # iter_bytes decodes gzip/deflate/br: the cap counts decoded bytes, so a compression bomb
+    # is cut after at most one network read's worth of expansion (64 KiB in, ~66 MB out)
+    for chunk in resp.iter_bytes():
+        if limits.take(buf, chunk, url):
+            return bytes(buf), True
+    return bytes(buf), False
+
+
+async def _aread_capped(resp: httpx.Response, limits: _Limits, url: str) -> tuple[bytes, bool]:
+    """Async `_read_capped`."""
+    buf = bytearray()
+    async for chunk in resp.aiter_bytes():
+        if limits.take(buf, chunk, url):
+            return bytes(buf), True
+    return bytes(buf), False
 
 
 # --------------------------------------------------------------------------- search backends
@@ -44,25 +124,42 @@ def _check_query(query: str, k: int) -> str:
     return query.strip()[:1000]
 
 
-def _json_or_error(resp: httpx.Response, name: str) -> Any:
-    if resp.status_code >= 400:
+def _json_or_error(status: int, body: bytes, truncated: bool, name: str, url: str,
+                   max_bytes: int) -> Any:
+    if status >= 400:
         hint = ""
-        if name.startswith("searxng") and resp.status_code == 403:
+        if name.startswith("searxng") and status == 403:
             hint = " (enable the json format: search.formats in SearXNG's settings.yml)"
-        raise ToolError(f"{name} returned HTTP {resp.status_code}{hint}", kind="http_status",
-                        target=str(resp.url))
+        raise ToolError(f"{name} returned HTTP {status}{hint}", kind="http_status", target=url)
+    if truncated:
+        raise ToolError(f"{name} answered more than {max_bytes} bytes", kind="too_large",
+                        target=url)
     try:
-        return resp.json()
+        return json.loads(body)
     except ValueError:
         raise ToolError(f"{name} returned a body that is not JSON", kind="bad_response",
-                        target=str(resp.url)) from None
+                        target=url) from None
 
 
 class _HttpSearch:
-    """Shared sync/async plumbing: subclasses build the request and parse the JSON."""
+    """Shared sync/async plumbing: subclasses build the request and parse the JSON.
+
+    `timeout` is per read, `total_timeout` bounds the whole request (body included) and
+    `max_bytes` the answer's size; beyond either the search is a `ToolError`.
+    """
 
     name = "http"
-    timeout = httpx.Timeout(10.0, connect=5.0)
+    timeout: float = 10.0
+    total_timeout: float = DEFAULT_TOTAL_TIMEOUT
+    max_bytes: int = DEFAULT_MAX_BYTES
+    base_url: str = ""
+
+    def _set_limits(self, timeout: float, total_timeout: float | None, max_bytes: int) -> None:
+        self.timeout = timeout
+        self.total_timeout = total_timeout if total_timeout is not None else max(
+            timeout, DEFAULT_TOTAL_TIMEOUT)
+        self.max_bytes = max_bytes
+        _Limits(self.timeout, self.total_timeout, self.max_bytes)  # validate now, not per call
 
     def _request(self, query: str, k: int) -> dict[str, Any]:
         raise NotImplementedError
@@ -70,28 +167,45 @@ class _HttpSearch:
     def _parse(self, data: Any, k: int) -> list[SearchHit]:
         raise NotImplementedError
 
+    def _limits(self) -> _Limits:
+        return _Limits(self.timeout, self.total_timeout, self.max_bytes)
+
+    def _failed(self, e: Exception, url: str) -> ToolError:
+        if isinstance(e, ToolError):
+            return e
+        if isinstance(e, httpx.TimeoutException):
+            return ToolError(f"{self.name} timed out", kind="timeout", target=url)
+        return ToolError(f"{self.name} unreachable: {e}", kind="network", target=url)
+
     def search(self, query: str, k: int = 5) -> list[SearchHit]:
         """Return at most k hits for the query, best first."""
         req = self._request(_check_query(query, k), k)
+        limits, url = self._limits(), req["url"]
         try:
-            with httpx.Client(timeout=self.timeout, headers={"User-Agent": USER_AGENT}) as c:
-                resp = c.request(**req)
-        except httpx.HTTPError as e:
-            raise ToolError(f"{self.name} unreachable: {e}", kind="network",
-                            target=req["url"]) from None
-        return self._parse(_json_or_error(resp, self.name), k)
+            with httpx.Client(headers={"User-Agent": USER_AGENT}) as c:
+                with c.stream(**req, timeout=limits.httpx_timeout(url)) as resp:
+                    status = resp.status_code
+                    body, cut = _read_capped(resp, limits, url) if status < 400 else (b"", False)
+        except (httpx.HTTPError, ToolError) as e:
+            raise self._failed(e, url) from None
+        return self._parse(_json_or_error(status, body, cut, self.name, url, self.max_bytes), k)
 
     async def asearch(self, query: str, k: int = 5) -> list[SearchHit]:
-        """Async `search`."""
+        """Async `search`; the deadline is a hard one here."""
         req = self._request(_check_query(query, k), k)
+        limits, url = self._limits(), req["url"]
         try:
-            async with httpx.AsyncClient(timeout=self.timeout,
-                                         headers={"User-Agent": USER_AGENT}) as c:
-                resp = await c.request(**req)
-        except httpx.HTTPError as e:
-            raise ToolError(f"{self.name} unreachable: {e}", kind="network",
-                            target=req["url"]) from None
-        return self._parse(_json_or_error(resp, self.name), k)
+            async with asyncio.timeout(limits.left()):
+                async with httpx.AsyncClient(headers={"User-Agent": USER_AGENT}) as c:
+                    async with c.stream(**req, timeout=limits.httpx_timeout(url)) as resp:
+                        status = resp.status_code
+                        body, cut = (await _aread_capped(resp, limits, url) if status < 400
+                                     else (b"", False))
+        except TimeoutError:
+            raise limits.expired(url) from None
+        except (httpx.HTTPError, ToolError) as e:
+            raise self._failed(e, url) from None
+        return self._parse(_json_or_error(status, body, cut, self.name, url, self.max_bytes), k)
 
 
 def _hits(rows: Iterable[dict[str, Any]], k: int, source: str, snippet_key: str) -> list[SearchHit]:
@@ -112,10 +226,11 @@ def _hits(rows: Iterable[dict[str, Any]], k: int, source: str, snippet_key: str)
 class SearxngSearch(_HttpSearch):
     """A SearXNG instance's JSON API (`/search?q=...&format=json`), or the local corpus server."""
 
-    def __init__(self, base_url: str, *, timeout: float = 10.0, extra_params: dict | None = None):
+    def __init__(self, base_url: str, *, timeout: float = 10.0, extra_params: dict | None = None,
+                 total_timeout: float | None = None, max_bytes: int = DEFAULT_MAX_BYTES):
         self.base_url = base_url.rstrip("/")
         self.name = f"searxng:{self.base_url}"
-        self.timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
+        self._set_limits(timeout, total_timeout, max_bytes)
         self.extra_params = dict(extra_params or {})
 
     def _request(self, query: str, k: int) -> dict[str, Any]:
@@ -133,12 +248,13 @@ class BraveSearch(_HttpSearch):
     name = "brave"
 
     def __init__(self, api_key: str | None = None, *,
-                 base_url: str = "https://api.search.brave.com", timeout: float = 10.0):
+                 base_url: str = "https://api.search.brave.com", timeout: float = 10.0,
+                 total_timeout: float | None = None, max_bytes: int = DEFAULT_MAX_BYTES):
         self.api_key = api_key or os.environ.get("BRAVE_API_KEY")
         if not self.api_key:
             raise ValueError("BraveSearch needs an API key: pass api_key= or set BRAVE_API_KEY")
         self.base_url = base_url.rstrip("/")
-        self.timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
+        self._set_limits(timeout, total_timeout, max_bytes)
 
     def _request(self, query: str, k: int) -> dict[str, Any]:
         return {"method": "GET", "url": f"{self.base_url}/res/v1/web/search",
@@ -156,12 +272,13 @@ class TavilySearch(_HttpSearch):
     name = "tavily"
 
     def __init__(self, api_key: str | None = None, *, base_url: str = "https://api.tavily.com",
-                 timeout: float = 20.0, search_depth: str = "basic"):
+                 timeout: float = 20.0, search_depth: str = "basic",
+                 total_timeout: float | None = None, max_bytes: int = DEFAULT_MAX_BYTES):
         self.api_key = api_key or os.environ.get("TAVILY_API_KEY")
         if not self.api_key:
             raise ValueError("TavilySearch needs an API key: pass api_key= or set TAVILY_API_KEY")
         self.base_url = base_url.rstrip("/")
-        self.timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
+        self._set_limits(timeout, total_timeout, max_bytes)
         self.search_depth = search_depth
 
     def _request(self, query: str, k: int) -> dict[str, Any]:
@@ -178,50 +295,106 @@ class TavilySearch(_HttpSearch):
 # --------------------------------------------------------------------------- SSRF guard
 
 
-def allowed_hosts(extra: Iterable[str] | None = None) -> frozenset[str]:
-    """The SSRF allow-list: the given hosts plus those in `SLEUTH_ALLOW_HOSTS` (comma-separated)."""
-    env = os.environ.get(ALLOW_HOSTS_ENV, "")
-    hosts = {h.strip().lower() for h in env.split(",") if h.strip()}
-    hosts |= {h.strip().lower() for h in (extra or ()) if h.strip()}
-    return frozenset(hosts)
+def _netloc(host: str, port: int | None = None) -> str:
+    host = host.lower().strip("[]")
+    if ":" in host:
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"
 
 
-def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-                or ip.is_reserved or ip.is_unspecified)
+def allow_entry(entry: str) -> str:
+    """One allow-list entry as `host:port` or a bare `host`; a URL gives its own `host:port`.
 
-
-def check_url(url: str, allow: frozenset[str] = frozenset()) -> None:
-    """Raise `URLRefused` unless the URL is http(s) and its host is public or allow-listed.
-
-    The host is resolved here and every address it resolves to must be public. (A DNS answer
-    that changes between this check and the connection is not caught; use an egress proxy
-    where that matters.)
+    A bare host allows its scheme's default port only (80 for http, 443 for https).
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
+    entry = entry.strip()
+    if "://" in entry:
+        url = httpx.URL(entry)
+        return _netloc(url.host, url.port or DEFAULT_PORTS.get(url.scheme))
+    if entry.count(":") > 1 and not entry.startswith("["):  # a bare IPv6 address
+        return _netloc(entry)
+    host, sep, port = entry.rpartition(":") if not entry.endswith("]") else ("", "", "")
+    if sep and port.isdigit():
+        return _netloc(host, int(port))
+    if sep:
+        raise ValueError(f"allow-list entry {entry!r} is not host, host:port or a URL")
+    return _netloc(entry)
+
+
+def allowed_hosts(extra: Iterable[str] | None = None) -> frozenset[str]:
+    """The SSRF allow-list: the given entries plus `SLEUTH_ALLOW_HOSTS`'s, each via `allow_entry`."""
+    env = os.environ.get(ALLOW_HOSTS_ENV, "")
+    entries = [e for e in env.split(",") if e.strip()] + [e for e in (extra or ()) if e.strip()]
+    return frozenset(allow_entry(e) for e in entries)
+
+
+# Python's `is_global` tables lagged IANA's special-purpose registries until 3.11.10/3.12.4
+# (CVE-2024-4032; e.g. 3.11.7 calls 192.0.0.192 and 224.0.0.1 global), so these blocks are
+# refused whatever the interpreter's tables say.
+_NOT_GLOBAL = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16",
+    "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/3",
+    "::/96", "::ffff:0:0/96", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32",
+    "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8"))
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses an IPv6 address carries: mapped, 6to4, Teredo client, NAT64, compatible."""
+    out = [a for a in (ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None)
+           if a is not None]
+    if ip in _NAT64 or int(ip) >> 32 == 0:  # 64:ff9b::a.b.c.d and ::a.b.c.d carry it last
+        out.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return out
+
+
+def is_global(ip: IP) -> bool:
+    """Whether an address (and any IPv4 address embedded in it) is globally routable."""
+    addrs: list[IP] = [ip, *(_embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else ())]
+    return all(a.is_global and not (a.is_multicast or a.is_reserved or a.is_unspecified)
+               and not any(a.version == n.version and a in n for n in _NOT_GLOBAL)
+               for a in addrs)
+
+
+def check_url(url: str, allow: Iterable[str] = frozenset()) -> None:
+    """Raise `URLRefused` unless the URL is http(s) and its host is global or allow-listed.
+
+    `allow` holds `host:port` entries (a bare host: its scheme's default port only). The URL
+    is parsed by httpx, the client that will connect, so both read the same host. The host
+    is resolved here and every address it resolves to must be global, IPv4 addresses inside
+    IPv6 ones included. (A DNS answer that changes between this check and the connection is
+    not caught; use an egress proxy where that matters.)
+    """
+    try:
+        parts = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as e:
+        raise URLRefused(f"refused {url!r}: not a valid URL ({e})", target=url) from None
+    if parts.scheme not in DEFAULT_PORTS:
         raise URLRefused(f"refused {url!r}: only http and https URLs are fetched", target=url)
-    host = (parts.hostname or "").lower()
+    if parts.userinfo:
+        raise URLRefused(f"refused {url!r}: URLs with credentials are not fetched", target=url)
+    host = parts.host.lower()
     if not host:
         raise URLRefused(f"refused {url!r}: no host", target=url)
-    if host in allow:
+    default = DEFAULT_PORTS[parts.scheme]
+    port = parts.port or default
+    entries = {allow_entry(a) for a in allow}
+    if _netloc(host, port) in entries or (port == default and _netloc(host) in entries):
         return
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise URLRefused(f"refused {url!r}: invalid port", target=url) from None
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:
         raise ToolError(f"cannot resolve host {host!r}: {e}", kind="dns", target=url) from None
     for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not _is_public(ip):
-            raise URLRefused(f"refused {url!r}: host {host} resolves to non-public address {ip} "
-                             f"(allow it with --allow-host {host} or {ALLOW_HOSTS_ENV})",
-                             target=url)
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if not is_global(ip):
+            inner = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else []
+            carried = f" (carrying {', '.join(map(str, inner))})" if inner else ""
+            raise URLRefused(f"refused {url!r}: host {host} resolves to non-global address {ip}"
+                             f"{carried} "
+                             f"(allow it with --allow-host {_netloc(host, port)} or "
+                             f"{ALLOW_HOSTS_ENV})", target=url)
 
 
 # --------------------------------------------------------------------------- fetching
@@ -249,18 +422,6 @@ def _charset(headers: httpx.Headers) -> str:
     return "utf-8"
 
 
-def _read_capped(resp: httpx.Response, max_bytes: int, deadline: float, url: str) -> tuple[bytes, bool]:
-    buf = bytearray()
-    for chunk in resp.iter_bytes():
-        buf += chunk
-        if len(buf) > max_bytes:
-            return bytes(buf[:max_bytes]), True
-        if time.monotonic() > deadline:
-            raise ToolError(f"fetching {url} took longer than the total timeout", kind="timeout",
-                            target=url)
-    return bytes(buf), False
-
-
 def _to_page(url: str, requested: str, resp: httpx.Response, body: bytes, truncated: bool) -> Page:
     ctype = _content_type(resp.headers, body)
     common = {"url": url, "requested_url": requested, "status": resp.status_code,
@@ -272,9 +433,12 @@ def _to_page(url: str, requested: str, resp: httpx.Response, body: bytes, trunca
         return Page(title=extracted.title, text=extracted.text, metadata=extracted.metadata,
                     **common)
     if ctype.startswith("text/"):
-        text = body.decode(_charset(resp.headers), errors="replace")
-        if not text.strip():
-            raise ToolError(f"{url} is empty", kind="empty", target=url)
+        try:
+            text = body.decode(_charset(resp.headers), errors="replace")
+        except LookupError:  # an unknown charset name
+            text = body.decode("utf-8", errors="replace")
+        if not text.strip() or "\x00" in text[:4096]:
+            raise ToolError(f"{url} has no readable text", kind="empty", target=url)
         return Page(title="", text=text.strip(), **common)
     raise ToolError(f"{url} is {ctype}, not a web page (only HTML and plain text are read)",
                     kind="content_type", target=url)
@@ -286,28 +450,28 @@ def _retryable(status: int) -> bool:
 
 def fetch_page(url: str, *, allow_hosts: Iterable[str] | None = None,
                max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = 10.0,
-               total_timeout: float = 30.0, max_redirects: int = 5, retries: int = 2,
-               backoff: float = 0.5, client: httpx.Client | None = None) -> Page:
+               total_timeout: float = DEFAULT_TOTAL_TIMEOUT, max_redirects: int = 5,
+               retries: int = 2, backoff: float = 0.5, client: httpx.Client | None = None) -> Page:
     """Fetch a URL and return its main text as a `Page`; any failure is a `ToolError`.
 
     Redirects are followed by hand (at most `max_redirects`) so the SSRF guard sees every hop.
-    Bodies beyond `max_bytes` are cut (`Page.truncated`). 5xx, 429 and timeouts are retried
-    `retries` times with exponential backoff. The retry loop is ours because httpx only
-    retries connection failures.
+    Bodies beyond `max_bytes` are cut (`Page.truncated`); `timeout` is per read and
+    `total_timeout` bounds the whole fetch, retries included. 5xx, 429 and timeouts are
+    retried `retries` times with exponential backoff. The retry loop is ours because httpx
+    only retries connection failures.
     """
     if not isinstance(url, str) or not url.strip():
         raise ToolError("empty URL", kind="bad_url", target=repr(url))
     allow = allowed_hosts(allow_hosts)
+    limits = _Limits(timeout, total_timeout, max_bytes)
     own = client is None
-    client = client or httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-                                    headers={"User-Agent": USER_AGENT}, follow_redirects=False)
-    deadline = time.monotonic() + total_timeout
+    client = client or httpx.Client(headers={"User-Agent": USER_AGENT}, follow_redirects=False)
     try:
         for attempt in range(retries + 1):
             try:
-                return _fetch_once(client, url.strip(), allow, max_bytes, max_redirects, deadline)
+                return _fetch_once(client, url.strip(), allow, limits, max_redirects)
             except _Retry as r:
-                if attempt == retries or time.monotonic() + backoff * 2**attempt > deadline:
+                if attempt == retries or backoff * 2**attempt >= limits.left():
                     raise r.error from None
                 time.sleep(backoff * 2**attempt)
         raise AssertionError("unreachable")
@@ -321,13 +485,13 @@ class _Retry(Exception):
         self.error = error
 
 
-def _fetch_once(client: httpx.Client, url: str, allow: frozenset[str], max_bytes: int,
-                max_redirects: int, deadline: float) -> Page:
+def _fetch_once(client: httpx.Client, url: str, allow: frozenset[str], limits: _Limits,
+                max_redirects: int) -> Page:
     current = url
     for _ in range(max_redirects + 1):
         check_url(current, allow)
         try:
-            with client.stream("GET", current) as resp:
+            with client.stream("GET", current, timeout=limits.httpx_timeout(current)) as resp:
                 if resp.is_redirect:
                     location = resp.headers.get("location", "")
                     if not location:
@@ -339,8 +503,8 @@ def _fetch_once(client: httpx.Client, url: str, allow: frozenset[str], max_bytes
                     err = ToolError(f"HTTP {resp.status_code} from {current}", kind="http_status",
                                     target=current)
                     raise _Retry(err) if _retryable(resp.status_code) else err
-                body, truncated = _read_capped(resp, max_bytes, deadline, current)
-                return _to_page(current, url, resp, body, truncated)
+                body, truncated = _read_capped(resp, limits, current)
+            return _to_page(current, url, resp, body, truncated)
         except httpx.TimeoutException:
             raise _Retry(ToolError(f"timed out fetching {current}", kind="timeout",
                                    target=current)) from None
