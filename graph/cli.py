@@ -74,8 +74,8 @@ def search(query: Annotated[str, typer.Argument(help="What to look for.")],
 @app.command()
 def fetch(url: Annotated[str, typer.Argument(help="An http(s) URL.")],
           allow_host: Annotated[list[str] | None, typer.Option(
-              "--allow-host", help="Host the SSRF guard lets through (repeatable; also "
-              "SLEUTH_ALLOW_HOSTS).")] = None,
+              "--allow-host", help="host:port the SSRF guard lets through; a bare host means "
+              "its default port (repeatable; also SLEUTH_ALLOW_HOSTS).")] = None,
           max_bytes: Annotated[int, typer.Option(help="Byte cap.")] = 2_000_000,
           json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
           ) -> None:

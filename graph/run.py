@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.types import Command
@@ -86,10 +85,9 @@ def resolve_sources(knowledge: Any = None, web: Any = None) -> list[Any]:
         sources.append(knowledge)
     if web is not None:
         if isinstance(web, str):
-            # pages served by the chosen search endpoint's own host are trusted (the local
-            # corpus server lives on loopback); every other host goes through the SSRF guard
-            host = urlsplit(web).hostname or ""
-            web = WebRetriever(SearxngSearch(web), allow_hosts=[host])
+            # WebRetriever trusts the endpoint's own host:port (the local corpus server serves
+            # its pages there); every other origin goes through the SSRF guard
+            web = WebRetriever(SearxngSearch(web))
         elif isinstance(web, SearchBackend):
             web = WebRetriever(web)
         sources.append(web)

@@ -146,9 +146,6 @@ def test_web_retriever_allows_its_endpoint_origin_only():
         check_url("http://127.0.0.1:80/internal-admin", allowed_hosts(retriever.allow_hosts))
 
 
-@pytest.mark.xfail(strict=True, reason="graph/run.py's resolve_sources still allow-lists the "
-                   "endpoint's bare host (so ports 80 and 443 too); drop its allow_hosts=[host]: "
-                   "WebRetriever allow-lists the endpoint's own host:port")
 def test_research_web_url_allows_only_the_endpoint_origin():
     from graph.run import resolve_sources
 
