@@ -194,6 +194,7 @@ class LocalChatModel(BaseChatModel):
     top_p: float = 1.0
     max_new_tokens: int = 256
     prompt_examples: bool = True  # False for a policy trained on the formats (see POLICY_CARD)
+    judges_passages: bool = False  # True for a policy trained to judge passages (training.cml)
     seed: int | None = None
     batch_window_ms: float = 5.0
     engine: str = "transformers"  # or "ct2-int8", "openai" (agents.engines)
@@ -220,7 +221,8 @@ class LocalChatModel(BaseChatModel):
         _tie_if_left_unloaded(model)
         model.to(device).eval()
         kwargs.setdefault("model_name", Path(str(path)).name)
-        kwargs.setdefault("prompt_examples", read_policy_card(path).get("prompt_examples", True))
+        for key, value in policy_settings(path).items():
+            kwargs.setdefault(key, value)
         return cls(model=model, tokenizer=tok, **kwargs)
 
     @property
@@ -361,7 +363,8 @@ POLICY_CARD = "sleuth.json"
 
 def read_policy_card(folder: str | Path) -> dict[str, Any]:
     """What a trained policy's folder says about how to run it (`sleuth.json`; {} if none):
-    `prompt_examples: false` when it was trained on prompts without worked examples."""
+    `prompt_examples: false` when it was trained on prompts without worked examples,
+    `judges_passages: true` when it was trained to judge passages for the selector."""
     path = Path(str(folder)) / POLICY_CARD
     if not path.is_file():
         return {}
@@ -372,14 +375,21 @@ def read_policy_card(folder: str | Path) -> dict[str, Any]:
     return card if isinstance(card, dict) else {}
 
 
+def policy_settings(folder: str | Path) -> dict[str, bool]:
+    """The `LocalChatModel` settings a policy card gives (defaults for an untrained model)."""
+    card = read_policy_card(folder)
+    return {"prompt_examples": bool(card.get("prompt_examples", True)),
+            "judges_passages": bool(card.get("judges_passages", False))}
+
+
 def load_local(spec: ModelSpec, **kwargs: Any) -> LocalChatModel:
     """A freshly loaded local model (its adapter merged); `kwargs` go to `LocalChatModel`."""
     if not spec.is_local:
         raise ValueError(f"{spec.kind}:{spec.name} is not a local model")
     kwargs.setdefault("model_name", spec.model_name)
     if spec.adapter is not None:
-        kwargs.setdefault("prompt_examples",
-                          read_policy_card(spec.adapter).get("prompt_examples", True))
+        for key, value in policy_settings(spec.adapter).items():
+            kwargs.setdefault(key, value)
     chat = LocalChatModel.from_pretrained(spec.folder, **kwargs)
     if spec.adapter is not None:
         chat.model = with_adapter(chat.model, spec.adapter)

@@ -1,5 +1,5 @@
-"""The staged recipe on a tiny policy: chain demonstrations -> SFT -> GRPO on a curriculum,
-one adapter through both stages, resumable by stage."""
+"""The staged recipe on a tiny policy: chain demonstrations -> SFT -> CML -> GRPO on a
+curriculum, one adapter through every stage, resumable by stage."""
 
 from __future__ import annotations
 
@@ -17,15 +17,16 @@ from training.pipeline import PipelineConfig, run_pipeline
 def test_pipeline_runs_its_stages_on_one_adapter_and_resumes(make_tiny_policy, tmp_path):
     policy = make_tiny_policy(initializer_range=0.3)
     cfg = PipelineConfig(
-        output_dir=str(tmp_path / "run"), model=policy, stages=("chains", "grpo"),
-        minutes={"chains": 0.001, "grpo": 10}, lora_r=4, chain_tasks=6,
+        output_dir=str(tmp_path / "run"), model=policy, stages=("chains", "cml", "grpo"),
+        minutes={"chains": 0.001, "cml": 0.001, "grpo": 10}, lora_r=4, chain_tasks=6, cml_tasks=3,
         research=ResearchConfig(search_mode="fts", max_rounds=3, max_attempts=1, max_new_tokens=2),
         grpo={"max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2,
               "temperature": 0.3, "dynamic_sampling": False, "save_steps": 1})
     logs: list[str] = []
     records = run_pipeline(cfg, log=logs.append)
-    assert list(records) == ["chains", "grpo"]
+    assert list(records) == ["chains", "cml", "grpo"]
     assert records["chains"]["demonstrations"] > 0 and records["chains"]["steps"] >= 1
+    assert records["cml"]["groups"] > 0 and records["cml"]["steps"] >= 1
     assert records["grpo"]["steps"] == 1 and records["grpo"]["rollouts"] == 2
     out = tmp_path / "run"
     # the chains adapter went on into GRPO: the same LoRA weights, not a fresh adapter
@@ -34,14 +35,17 @@ def test_pipeline_runs_its_stages_on_one_adapter_and_resumes(make_tiny_policy, t
     grpo = _adapter_state(out / "grpo")
     assert chains.keys() == grpo.keys()
     assert all(grpo[k].abs().sum() > 0 for k in grpo if "lora_B" in k)
+    assert json.loads((out / "chains" / "sleuth.json").read_text())["judges_passages"] is False
     card = json.loads((out / "grpo" / "sleuth.json").read_text())
-    assert card == {"prompt_examples": False}  # trained without the worked examples
-    assert load_chat_model(f"hf:{out / 'grpo'}").prompt_examples is False
+    # trained without the worked examples; CML taught it to judge passages, GRPO kept that
+    assert card == {"prompt_examples": False, "judges_passages": True}
+    loaded = load_chat_model(f"hf:{out / 'grpo'}")
+    assert loaded.prompt_examples is False and loaded.judges_passages is True
     summary = json.loads((out / "pipeline.json").read_text())
-    assert list(summary["stages"]) == ["chains", "grpo"] and summary["config"]["lora_r"] == 4
-    # a second run finds both stages done: nothing is trained again
+    assert list(summary["stages"]) == ["chains", "cml", "grpo"] and summary["config"]["lora_r"] == 4
+    # a second run finds every stage done: nothing is trained again
     again = run_pipeline(cfg, log=logs.append)
-    assert again == records and sum("done earlier" in line for line in logs) == 2
+    assert again == records and sum("done earlier" in line for line in logs) == 3
 
 
 def _adapter_state(folder) -> dict[str, torch.Tensor]:

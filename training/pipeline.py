@@ -2,6 +2,9 @@
 
     chains  SFT on rationale-chain demonstrations of generated tasks (`training.rationales`):
             the agents' own prompts, the gold chain's replies;
+    cml     contrastive multi-task learning (`training.cml`): the selector's yes/no judgments of
+            gold pages against hard distractors, and the writer on blended evidence; the
+            policy then judges passages in research runs;
     rft     rejection sampling / expert iteration: the policy's own runs of fresh generated
             tasks, sampled at a low temperature, the exactly right ones kept, SFT on them;
     grpo    trajectory-level GRPO over a curriculum of fresh generated tasks
@@ -27,18 +30,19 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from agents.models import LocalChatModel
+from agents.models import LocalChatModel, policy_settings
 from graph.config import ResearchConfig
 from graph.run import research_many
 from tools.corpora import cached_kb, corpus_of
 from training import rewards
+from training.cml import train_cml
 from training.curriculum import Curriculum
 from training.grpo import ResearchGRPOTrainer, grpo_config
 from training.policy import load_policy, lora_config, restore_weights
 from training.rationales import demonstrations
 from training.sft import train_sft
 
-STAGES = ("chains", "rft", "grpo")
+STAGES = ("chains", "cml", "rft", "grpo")
 
 
 @dataclass
@@ -48,13 +52,14 @@ class PipelineConfig:
     output_dir: str
     model: str | LocalChatModel = "local:smollm2"
     stages: tuple[str, ...] = ("chains", "grpo")
-    minutes: dict[str, float] = field(default_factory=lambda: {"chains": 25.0, "rft": 15.0,
-                                                               "grpo": 35.0})
+    minutes: dict[str, float] = field(default_factory=lambda: {"chains": 25.0, "cml": 10.0,
+                                                               "rft": 15.0, "grpo": 35.0})
     lora_r: int = 8
     prompt_examples: bool = False
     research: ResearchConfig = field(default_factory=lambda: ResearchConfig(
         max_rounds=3, max_attempts=2, max_new_tokens=96))
     chain_tasks: int = 400
+    cml_tasks: int = 200
     rft_tasks: int = 48
     rft_temperature: float = 0.3
     first_seed: int = 1_000_000
@@ -86,11 +91,13 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> dict[str, Any]:
         if record_file.exists():
             log(f"{stage}: done earlier, loading its adapter")
             restore_weights(chat, folder / "adapter")  # the stage's adapter, into the live one
+            chat.judges_passages = policy_settings(folder)["judges_passages"]
             records[stage] = json.loads(record_file.read_text())
             continue
         t0 = time.perf_counter()
         log(f"{stage}: up to {cfg.minutes.get(stage, 0):g} minutes")
-        record = {"chains": _chains, "rft": _rft, "grpo": _grpo}[stage](chat, cfg, folder, log)
+        record = {"chains": _chains, "cml": _cml, "rft": _rft,
+                  "grpo": _grpo}[stage](chat, cfg, folder, log)
         record.update(stage=stage, minutes=round((time.perf_counter() - t0) / 60, 2),
                       checkpoint=f"hf:{folder}")
         record_file.write_text(json.dumps(record, indent=1) + "\n")
@@ -128,6 +135,17 @@ def _chains(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -
                       balance=True,  # the writer, one call in six, is the hardest role
                       train_sampling_strategy="group_by_length")  # batches of like lengths: less padding
     return {"tasks": len(tasks), "demonstrations": len(demos), **_sft_stats(stats)}
+
+
+def _cml(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -> dict[str, Any]:
+    """The selector's judgments and the writer on blended evidence, on fresh generated tasks
+    with hard distractors from their own knowledge base."""
+    tasks = _training_tasks(cfg, cfg.cml_tasks, offset=200_000)
+    stats = train_cml(tasks, model=chat, knowledge=cached_kb(corpus_of(tasks)),
+                      output_dir=folder, time_budget_s=60 * cfg.minutes.get("cml", 0),
+                      seed=cfg.seed, log=log)
+    return {"tasks": len(tasks), **{k: stats[k] for k in ("groups", "steps", "first_loss",
+                                                          "last_loss")}}
 
 
 def _rft(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.models import POLICY_CARD, LocalChatModel, ModelSpec, parse_spec, read_policy_card, with_adapter
+from agents.models import POLICY_CARD, LocalChatModel, ModelSpec, parse_spec, policy_settings, with_adapter
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -68,9 +68,9 @@ def load_policy(model: str | LocalChatModel, *,
         chat = model
     else:
         spec = _spec(model)
-        card = read_policy_card(spec.adapter) if spec.adapter is not None else {}
+        card = policy_settings(spec.adapter) if spec.adapter is not None else {}
         chat = LocalChatModel.from_pretrained(spec.folder, model_name=f"policy:{spec.model_name}",
-                                              prompt_examples=card.get("prompt_examples", True))
+                                              **card)
         if spec.adapter is not None:
             chat.model = with_adapter(chat.model, spec.adapter, trainable=peft_config is not None)
     if peft_config is not None and not is_peft(chat.model):
@@ -114,10 +114,11 @@ def restore_weights(chat: LocalChatModel, path: str | Path) -> None:
 def save_policy(chat: LocalChatModel, path: str | Path) -> Path:
     """Save a trained policy as a plain HF folder, loadable with `hf:DIR` (LoRA merged into
     a copy; the adapter itself kept in `DIR/adapter/`), with its policy card (`sleuth.json`:
-    whether it runs with the prompts' worked examples)."""
+    whether it runs with the prompts' worked examples, whether it judges passages)."""
     path = Path(path)
     model = chat.model
-    card = json.dumps({"prompt_examples": chat.prompt_examples}) + "\n"
+    card = json.dumps({"prompt_examples": chat.prompt_examples,
+                       "judges_passages": chat.judges_passages}) + "\n"
     if is_peft(model):
         model.save_pretrained(path / "adapter")
         (path / "adapter" / POLICY_CARD).write_text(card)
