@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from langchain_core.runnables.config import ContextThreadPoolExecutor
+
 from agents.base import Agent, read_input
 from agents.parsing import parse_verdict
 from agents.prompting import brief
@@ -22,7 +24,8 @@ class Selector:
     """Rules first (one passage per document; every sub-question's best passage kept, then
     the rest by lexical relevance to the question or any sub-question, with words in the
     title counting extra and retrieval order breaking ties); optionally a model's yes/no
-    judgement of each remaining passage.
+    judgement of each remaining passage (the calls go out together, so a local model batches
+    them).
 
     Covering each sub-question matters for multi-hop questions: the page that answers a
     later hop ("Where is the University of Zilford based?") shares few words with the
@@ -65,9 +68,14 @@ class Selector:
         ranked = self.rank(inp)[: self.k * (2 if self.judge else 1)]
         out = SelectorUpdate()
         if self.judge is not None and ranked:
+            judge = self.judge
+            # calls made together are batched by a local model; the pool carries the run's
+            # callbacks (LangChain's context-propagating executor), so each call is recorded
+            with ContextThreadPoolExecutor(max_workers=len(ranked)) as pool:
+                replies = list(pool.map(lambda p: judge.call_model(
+                    inp.seed, question=inp.question, passage=brief(p)), ranked))
             kept = []
-            for p in ranked:
-                reply = self.judge.call_model(inp.seed, question=inp.question, passage=brief(p))
+            for p, reply in zip(ranked, replies, strict=True):
                 verdict = parse_verdict(reply.text)
                 self.judge.report_parse(reply, verdict)
                 out.counters += self.judge.usage(reply, verdict.ok)

@@ -281,3 +281,17 @@ def test_aresearch_and_research_resume_on_thread_id(kb, tmp_path):
     r = research("Where was the founder born?", model=model, knowledge=flaky,
                  checkpointer=saver, thread_id="job-7")
     assert r.answer and model.calls["planner"] == 2  # round 1's plan came from the checkpoint
+
+
+def test_the_selector_judges_passages_in_parallel_and_every_call_is_recorded(kb, small_world):
+    """With judge_passages, the selector's yes/no calls go out together (a pool that carries
+    the run's callbacks): each is a recorded `selector` step of the trajectory."""
+    model = ScriptedChatModel()
+    r = research(small_world.tasks[0]["question"], model=model, knowledge=kb,
+                 config=ResearchConfig(search_mode="fts", max_attempts=1, judge_passages=True,
+                                       evidence_k=3))
+    judged = model.calls["selector"]
+    assert judged >= 2 and r.answer
+    steps = [s for s in r.trajectory.model_steps if s.role == "selector"]
+    assert len(steps) == judged and all(s.text == "yes" for s in steps)
+    assert all("You judge evidence" in s.prompt_messages[0]["content"] for s in steps)
