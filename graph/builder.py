@@ -4,6 +4,9 @@
     select -> plan (next round) | write ;  plan -> write when it is done or a budget is spent
     write -> END
 
+The writer stage is the single `Writer`, or with `ResearchConfig(writer="debate")` the
+MADAM-RAG debate (`agents.debate.DebateWriter`: a graph of its own, run inside `write`).
+
 Any role may be replaced by any callable `(state) -> update` (sync or async). A role whose
 first parameter is annotated with a pydantic model (as the agents' `PlannerInput`,
 `SearchRequest`, ... are) receives that model built from the state, as LangGraph does for
@@ -29,7 +32,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send, interrupt
 from pydantic import BaseModel
 
-from agents import Planner, Searcher, Selector, Writer, as_tool, load_chat_model
+from agents import DebateWriter, Planner, Searcher, Selector, Writer, as_tool, load_chat_model
 from agents.schemas import Counters, SearchRequest
 from graph.config import ResearchConfig
 from graph.state import ResearchInput, ResearchOutput, ResearchState
@@ -225,6 +228,13 @@ def resolve_tools(tools: Sequence[Any], cfg: ResearchConfig) -> list[BaseTool]:
     return out
 
 
+def _writer(chat: BaseChatModel | None, cfg: ResearchConfig, opts: dict[str, Any]) -> Role:
+    """The writer stage `cfg.writer` names: the single Writer or the debate (agents.debate)."""
+    if cfg.writer == "debate":
+        return DebateWriter(chat, rounds=cfg.debate_rounds, max_debaters=cfg.max_debaters, **opts)
+    return Writer(chat, max_evidence=cfg.evidence_k, **opts)
+
+
 def build_research_graph(*, planner: Role | None = None, searcher: Role | None = None,
                          selector: Role | None = None, writer: Role | None = None,
                          tools: Sequence[Any] = (), model: str | BaseChatModel | None = None,
@@ -249,7 +259,7 @@ def build_research_graph(*, planner: Role | None = None, searcher: Role | None =
                                     **opts, **cap)
     selector = selector or Selector(chat if cfg.judge_passages else None, k=cfg.evidence_k,
                                     judge=cfg.judge_passages, examples=examples)
-    writer = writer or Writer(chat, max_evidence=cfg.evidence_k, **opts, **cap)
+    writer = writer or _writer(chat, cfg, {**opts, **cap})
 
     g = StateGraph(ResearchState, input_schema=ResearchInput, output_schema=ResearchOutput)
     g.add_node("plan", _node(planner, _plan_pre, _plan_post, cfg))

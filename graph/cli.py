@@ -120,6 +120,12 @@ def world(seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
           hops: Annotated[str, typer.Option(help="Chain lengths to ask, e.g. 2,3,4.")] = "2,3",
           distractors: Annotated[int, typer.Option(help="Distractor pages per task.")] = 6,
           paraphrase: Annotated[float, typer.Option(help="Share of varied wordings.")] = 0.3,
+          conflicts: Annotated[bool, typer.Option(
+              "--conflicts", help="Give bridge tasks conflicting evidence: ambiguous names "
+              "(several valid answers) and misinformation pages (tasks gain answers and "
+              "wrong_answers).")] = False,
+          conflict_share: Annotated[float, typer.Option(
+              help="With --conflicts: share of bridge tasks given a conflict.")] = 0.5,
           json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
           ) -> None:
     """Generate a fictional task world: corpus.jsonl and tasks.jsonl."""
@@ -128,16 +134,19 @@ def world(seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     try:
         hop_set = tuple(int(h) for h in hops.split(",") if h.strip())
         w = generate_world(seed, tasks, hops=hop_set, distractors=distractors,
-                           paraphrase=paraphrase)
-    except RuntimeError as e:  # a world that cannot be drawn with these settings
+                           paraphrase=paraphrase, conflicts=conflict_share if conflicts else False)
+    except (RuntimeError, ValueError) as e:  # a world that cannot be drawn with these settings
         fail(str(e))
     corpus, task_file = w.write(out_dir)
+    n_conflicts = sum("conflict" in t["meta"] for t in w.tasks)
     if json_out:
         print_json({"corpus": str(corpus), "tasks": str(task_file), "docs": len(w.docs),
-                     "n_tasks": len(w.tasks), "seed": seed})
+                     "n_tasks": len(w.tasks), "seed": seed,
+                     **({"conflict_tasks": n_conflicts} if conflicts else {})})
     else:
         err.print(f"world {seed}: {len(w.docs)} pages -> {corpus}, {len(w.tasks)} tasks -> "
-                  f"{task_file}", soft_wrap=True)
+                  f"{task_file}" + (f" ({n_conflicts} with conflicts)" if conflicts else ""),
+                  soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- research
@@ -183,6 +192,12 @@ def _result_json(result: Any) -> dict[str, Any]:
             "observations": result.observations, "trajectory_id": result.trajectory_id}
 
 
+def _writer_kind(writer: str) -> Any:
+    if writer not in ("single", "debate"):
+        fail(f"--writer is single or debate, not {writer!r}")
+    return writer
+
+
 @app.command()
 def ask(question: Annotated[str, typer.Argument(help="The question to research.")],
         kb: Annotated[Path | None, typer.Option("--kb", help="Knowledge-base folder.",
@@ -194,6 +209,8 @@ def ask(question: Annotated[str, typer.Argument(help="The question to research."
         max_rounds: Annotated[int, typer.Option(help="Research rounds.")] = 3,
         temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.0,
         seed: Annotated[int | None, typer.Option(help="Run seed.")] = None,
+        writer: Annotated[str, typer.Option(help="Writer stage: single or debate (one agent "
+                                            "per document, then an aggregator).")] = "single",
         json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
         ) -> None:
     """Research a question with the planner, searcher, selector and writer agents."""
@@ -203,7 +220,8 @@ def ask(question: Annotated[str, typer.Argument(help="The question to research."
 
     if kb is None and web is None:
         fail("give a source: --kb DIR (see `sleuth ingest`) and/or --web SEARXNG_URL")
-    cfg = ResearchConfig(model=model, max_rounds=max_rounds, temperature=temperature, seed=seed)
+    cfg = ResearchConfig(model=model, max_rounds=max_rounds, temperature=temperature, seed=seed,
+                         writer=_writer_kind(writer))
     store = TrajectoryStore(record) if record else None
     with err.status("loading model and tools ...") as status:
         def show(event: dict[str, Any]) -> None:
@@ -273,6 +291,7 @@ def record_cmd(tasks: Annotated[Path, typer.Argument(help="Task JSONL (the ../sh
                model: Annotated[str, typer.Option(help="Model spec.")] = "local:smollm2",
                temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
                seed: Annotated[int | None, typer.Option(help="Base seed.")] = None,
+               writer: Annotated[str, typer.Option(help="Writer stage: single or debate.")] = "single",
                json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
                ) -> None:
     """Run many tasks and store their trajectories (samples of a task share a group id)."""
@@ -284,7 +303,8 @@ def record_cmd(tasks: Annotated[Path, typer.Argument(help="Task JSONL (the ../sh
     rows = _read_task_file(tasks, limit)
     if kb is not None and not kb.exists() and (docs := corpus_of(rows)):
         err.print(f"building knowledge base {kb} from {len(docs)} task documents")
-    cfg = ResearchConfig(model=model, temperature=temperature, seed=seed)
+    cfg = ResearchConfig(model=model, temperature=temperature, seed=seed,
+                         writer=_writer_kind(writer))
     with open_corpus(rows, backend="web" if corpus_server else "kb", kb=kb) as sources:
         results = _record_runs(rows, sources, out_dir, samples=samples,
                                concurrency=concurrency, config=cfg, quiet=json_out)

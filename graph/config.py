@@ -39,6 +39,13 @@ class ResearchConfig(BaseModel):
                                        "(None: each role's own default).")
     seed: int | None = Field(None, description="Run seed: the same seed samples the same run.")
     web_pages: int = Field(3, ge=1, description="Pages fetched per web search.")
+    writer: Literal["single", "debate"] = Field("single", description=(
+        "The writer stage: one writer over all evidence, or a MADAM-RAG debate (one agent per "
+        "document, then an aggregator; agents.debate). Read when the graph is built."))
+    debate_rounds: int = Field(2, ge=1, description="Debate rounds (writer=\"debate\"; read "
+                               "when the graph is built).")
+    max_debaters: int = Field(5, ge=1, description="Documents debated, one agent each "
+                              "(writer=\"debate\"; read when the graph is built).")
 
     @classmethod
     def from_runnable_config(cls, config: RunnableConfig | None = None, *,

@@ -29,6 +29,10 @@ class Gold(BaseModel):
     type: str = ""
     doc_ids: list[str] = Field(default_factory=list,
                                validation_alias=AliasChoices("doc_ids", "gold_doc_ids"))
+    # a conflict task's (tools.worlds, RAMDocs-style): every valid answer of an ambiguous
+    # question (`answer` first) and the values only misinformation backs; empty otherwise
+    valid_answers: list[str] = Field(default_factory=list)
+    wrong_answers: list[str] = Field(default_factory=list)
 
     @classmethod
     def from_task(cls, task: Mapping[str, Any]) -> Gold | None:
@@ -37,7 +41,9 @@ class Gold(BaseModel):
             return None
         return cls(answer=str(task["answer"] or ""), aliases=[str(a) for a in task.get("aliases") or []],
                    type=str(task.get("type") or ""),
-                   doc_ids=[d["doc_id"] for d in task.get("docs") or [] if d.get("gold")])
+                   doc_ids=[d["doc_id"] for d in task.get("docs") or [] if d.get("gold")],
+                   valid_answers=[str(a) for a in task.get("answers") or []],
+                   wrong_answers=[str(a) for a in task.get("wrong_answers") or []])
 
     @property
     def answers(self) -> list[str]:

@@ -15,18 +15,29 @@ Tasks are written in the task JSONL format of ../shared/data. Each task's `meta.
 is its gold reasoning chain — one list of hops per chain followed (two for a comparison),
 each hop a sub-question, a query that finds its page, the intermediate answer and that
 page's doc id and title — for supervised warm starts ("rationale chains").
+
+Conflict worlds (`conflicts=`, a share of the bridge tasks, RAMDocs-style) add two kinds of
+conflicting evidence, each confined to its task (an entity is chosen only if no other task's
+chain names it): an *ambiguous* name (a second entity shares the question's anchor name but
+leads to another answer, so both answers are valid) and *misinformation* (a copy of the last
+hop's page asserting a wrong value, outnumbered by the true page and a reworded copy of it).
+`conflicts=True` means a share of one half. In a conflict world every task carries `answers`
+(all valid; `answer` is the first) and `wrong_answers`, and a conflict task `meta.conflict`.
+With conflicts off nothing changes: the world is byte-for-byte the one generated before.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tools.documents import content_id
+from tools.text import normalize_answer
 
 # --------------------------------------------------------------------------- vocabulary
 
@@ -172,6 +183,7 @@ class _Builder:
         self.paraphrase = paraphrase
         self.names = _Names(self.rng)
         self.entities: dict[str, Entity] = {}
+        self.extra_pages: list[dict[str, Any]] = []  # misinformation pages, reworded true pages
         scale = max(n_tasks, 12)
         self.countries = [self._add("country", self.names.place(_COUNTRY_ENDS))
                           for _ in range(max(5, scale // 10))]
@@ -452,8 +464,11 @@ def _comparison(b: _Builder, hops: set[int], used: set[tuple[str, str]]) -> dict
 
 def generate_world(seed: int = 0, n_tasks: int = 50, *, hops: tuple[int, ...] = (2, 3),
                    distractors: int = 6, paraphrase: float = 0.3,
-                   comparison_share: float = 0.25) -> World:
+                   comparison_share: float = 0.25, conflicts: bool | float = False) -> World:
     """Generate a deterministic world of fictional pages and `n_tasks` multi-hop questions."""
+    share = 0.5 if conflicts is True else float(conflicts)
+    if not 0.0 <= share <= 1.0:
+        raise ValueError("conflicts must be a bool or a share in [0, 1]")
     if n_tasks < 1:
         raise ValueError("n_tasks must be >= 1")
     if not set(hops) <= {2, 3, 4}:
@@ -463,6 +478,7 @@ def generate_world(seed: int = 0, n_tasks: int = 50, *, hops: tuple[int, ...] = 
     b = _Builder(seed, n_tasks, paraphrase)
     used: set[tuple[str, str]] = set()
     tasks: list[dict[str, Any]] = []
+    questions: list[dict[str, Any]] = []
     attempts = 0
     while len(tasks) < n_tasks:
         attempts += 1
@@ -474,8 +490,11 @@ def generate_world(seed: int = 0, n_tasks: int = 50, *, hops: tuple[int, ...] = 
         if q is None:
             continue
         tasks.append(_task(b, len(tasks), q, distractors))
+        questions.append(q)
+    if share > 0:
+        _add_conflicts(b, tasks, questions, share)
     docs = [{"doc_id": e.doc_id, "title": e.name, "text": e.text}
-            for e in b.entities.values()]
+            for e in b.entities.values()] + b.extra_pages
     return World(seed=seed, docs=docs, tasks=tasks)
 
 
@@ -497,3 +516,121 @@ def _task(b: _Builder, i: int, q: dict[str, Any], n_distractors: int) -> dict[st
             "aliases": [], "type": q["type"], "source": f"world{b.seed}", "docs": docs,
             "meta": {"hops": q["hops"], "template": q["template"],
                      "chain": [e.name for e in q["gold"]], "rationale": q["steps"]}}
+
+
+# --------------------------------------------------------------------------- conflicts
+
+_PATHS = {name: path for name, _, path, _ in _CHAINS}
+
+
+def _add_conflicts(b: _Builder, tasks: list[dict[str, Any]], questions: list[dict[str, Any]],
+                   share: float) -> None:
+    """Give a `share` of the bridge tasks an ambiguous name or misinformation (in place); an
+    entity is used only when no other task's chain names it, so no other task is touched."""
+    uses = Counter(name for q in questions for name in {e.name for e in q["gold"]})
+    touched: set[str] = set()
+    for task, q in zip(tasks, questions, strict=True):
+        task.update(answers=[task["answer"]], wrong_answers=[])
+        if q["type"] != "bridge" or b.rng.random() >= share:
+            continue
+        makers = [_ambiguous, _misinformation]
+        b.rng.shuffle(makers)
+        any(make(b, task, q, uses, touched) for make in makers)
+
+
+def _add_docs(b: _Builder, task: dict[str, Any], docs: list[dict[str, Any]]) -> None:
+    """Add pages to a task (a page already there as a distractor becomes gold), reshuffled."""
+    have = {d["doc_id"]: d for d in task["docs"]}
+    for d in docs:
+        if d["doc_id"] in have:
+            have[d["doc_id"]]["gold"] = have[d["doc_id"]]["gold"] or d["gold"]
+        else:
+            task["docs"].append(d)
+    b.rng.shuffle(task["docs"])
+
+
+def _twin(b: _Builder, anchor: Entity, rel: str, other: Entity) -> Entity:
+    """A second entity named like `anchor` whose `rel` is `other` (its dates made plausible)."""
+    facts = {**anchor.facts, rel: other.key, "twin_of": anchor.key}
+    if rel == "creator":
+        facts["year"] = min(other.facts["born"] + b.rng.randint(22, 60), 2024)
+    elif rel == "founder":
+        facts["founded"] = min(other.facts["born"] + b.rng.randint(25, 60), 2020)
+    return Entity(key=f"{anchor.kind}:{len(b.entities)}", kind=anchor.kind, name=anchor.name,
+                  facts=facts)
+
+
+def _ambiguous(b: _Builder, task: dict[str, Any], q: dict[str, Any], uses: Counter[str],
+               touched: set[str]) -> bool:
+    """A second entity shares the anchor's name and leads to another answer: both are valid."""
+    path, anchor = _PATHS[q["template"]], q["gold"][0]
+    if uses[anchor.name] != 1 or anchor.name in touched:
+        return False
+    old = b.get(anchor.facts[path[0]])
+    pool = [e for e in b.entities.values() if e.kind == old.kind and e.key != old.key
+            and "twin_of" not in e.facts
+            and all(e.facts.get(k) == old.facts.get(k) for k in ("org_kind", "occupation"))]
+    for other in b.rng.sample(pool, len(pool)):
+        twin = _twin(b, anchor, path[0], other)
+        chain = _walk(b, twin, path)
+        if chain is None or any(e.name in touched for e in chain[1:]):
+            continue
+        value = _value(b, chain[-1], path[-1])
+        if normalize_answer(value) == normalize_answer(task["answer"]):
+            continue
+        b.entities[twin.key] = twin
+        b._write_page(twin)
+        uses.update({e.name for e in chain[1:]} - {e.name for e in q["gold"]})
+        touched.add(anchor.name)
+        _add_docs(b, task, [b.doc(e, True) for e in chain])
+        task["answers"] = [task["answer"], value]
+        task["meta"]["conflict"] = {"kind": "ambiguous", "name": anchor.name,
+                                    "chain": [e.name for e in chain],
+                                    "rationale": [_steps(b, chain, path)]}
+        return True
+    return False
+
+
+def _wrong_value(b: _Builder, e: Entity, rel: str) -> Any:
+    """Another value of the fact `rel` of `e`: a nearby year, or another entity of its kind."""
+    value = e.facts[rel]
+    if isinstance(value, int):
+        return value + b.rng.choice([-1, 1]) * b.rng.randint(3, 30)
+    true = b.get(value)
+    return b.rng.choice([x for x in b.entities.values() if x.kind == true.kind
+                         and x.name != true.name and "twin_of" not in x.facts]).key
+
+
+def _page(b: _Builder, e: Entity, paraphrase: float, **facts: Any) -> Entity:
+    """A page about `e` (a copy, not in the world's entities) with these facts changed."""
+    copy = Entity(key=e.key, kind=e.kind, name=e.name, facts={**e.facts, **facts})
+    b.paraphrase, saved = paraphrase, b.paraphrase
+    b._write_page(copy)
+    b.paraphrase = saved
+    return copy
+
+
+def _misinformation(b: _Builder, task: dict[str, Any], q: dict[str, Any], uses: Counter[str],
+                    touched: set[str]) -> bool:
+    """A copy of the last hop's page asserts a wrong value; the true page and a reworded copy
+    of it outnumber it."""
+    path, last = _PATHS[q["template"]], q["gold"][-1]
+    rel = path[-1]
+    if uses[last.name] != 1 or last.name in touched:
+        return False
+    wrong = _page(b, last, b.paraphrase, **{rel: _wrong_value(b, last, rel)})
+    wrong_value = _value(b, wrong, rel)
+    support = next((p for p in (_page(b, last, 1.0) for _ in range(5))
+                    if p.doc_id != last.doc_id), None)
+    if wrong.doc_id == last.doc_id or normalize_answer(wrong_value) == normalize_answer(task["answer"]):
+        return False
+    touched.add(last.name)
+    pages = [(wrong, False)] + ([(support, True)] if support is not None else [])
+    b.extra_pages += [{"doc_id": p.doc_id, "title": p.name, "text": p.text} for p, _ in pages]
+    _add_docs(b, task, [b.doc(page, gold) for page, gold in pages])
+    task["wrong_answers"] = [wrong_value]
+    task["meta"]["conflict"] = {
+        "kind": "misinformation", "name": last.name, "fact": rel, "wrong": wrong_value,
+        "misinformation_doc_ids": [wrong.doc_id],
+        "support_doc_ids": [last.doc_id] + ([support.doc_id] if support is not None else [])}
+    return True

@@ -290,3 +290,36 @@ __all__ = ["Reward", "citation_precision", "cost", "default", "evidence_recall",
            "exact_match", "f1", "format_rate", "judge", "persistence", "as_reward",
            "needed_retries", "search_cost", "search_misses", "search_outcomes",
            "searches_after_miss"]
+
+
+def conflict_accuracy(trajectory: Trajectory, gold: Gold | None = None) -> float:
+    """1.0 when the answer gives every valid answer and no wrong one, else 0.0 (RAMDocs' rule).
+
+    The answer is read in the debate's format (`agents.debate.split_answers`: "A; B"); an
+    answer counts as given when, normalised, it is a part or whole words of one. Without
+    `valid_answers` the gold answer (or an alias) is the one valid answer.
+
+    >>> g = Gold(answer="Varo", valid_answers=["Varo", "Holm"], wrong_answers=["Oslo"])
+    >>> conflict_accuracy(Trajectory(answer="Holm; Varo"), g)
+    1.0
+    >>> conflict_accuracy(Trajectory(answer="Varo"), g)  # a valid answer missing
+    0.0
+    >>> conflict_accuracy(Trajectory(answer="Varo; Holm; Oslo"), g)  # a wrong one given
+    0.0
+    """
+    from agents.debate import split_answers  # the format's one definition
+
+    g = gold_of(trajectory, gold)
+    parts = [f" {normalize_answer(p)} " for p in split_answers(trajectory.answer)]
+
+    def given(answer: str) -> bool:
+        a = normalize_answer(answer)
+        return bool(a) and any(f" {a} " in p for p in parts)
+
+    valid = g.valid_answers or [g.answer]
+    first = any(given(a) for a in [valid[0], *(g.aliases if valid[0] == g.answer else [])])
+    right = bool(valid[0]) and first and all(given(a) for a in valid[1:])
+    return float(right and not any(given(w) for w in g.wrong_answers))
+
+
+__all__ += ["conflict_accuracy"]
