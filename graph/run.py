@@ -107,6 +107,13 @@ def _result(out: dict[str, Any], question: str, trajectory: Trajectory) -> Resea
         group_id=trajectory.group_id, trajectory=trajectory)
 
 
+def _evidence(passage: Passage | Mapping[str, Any]) -> dict[str, Any]:
+    """What a trajectory keeps of a passage the writer answered from (no text: the writer's
+    prompt holds that)."""
+    data = passage.model_dump() if isinstance(passage, BaseModel) else dict(passage)
+    return {k: data[k] for k in ("chunk_id", "doc_id", "title", "url") if k in data}
+
+
 def _model_name(model: BaseChatModel) -> str:
     return str(getattr(model, "model_name", None) or getattr(model, "model", None)
                or type(model).__name__)
@@ -143,6 +150,7 @@ class _Run:
         traj = self.recorder.trajectory(
             question=self.question, answer=out.get("answer", ""), report=out.get("report", ""),
             citations=[c.model_dump() for c in out.get("citations") or []],
+            evidence=[_evidence(p) for p in out.get("evidence") or []],
             metrics={**(out.get("stats") or {}), "seconds": seconds,
                      "stop_reason": out.get("stop_reason", "")},
             model=_model_name(self.chat), config=self.cfg.model_dump(), **self.meta)

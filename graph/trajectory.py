@@ -21,14 +21,16 @@ SCHEMA_VERSION = 1
 
 
 class Gold(BaseModel):
-    """What a run is scored against: the gold answer, its aliases, the question type and the
-    ids of the gold (supporting) documents."""
+    """What a run is scored against: the gold answer, its aliases, the question type, and the
+    ids and texts of the gold (supporting) documents (`doc_texts[i]` is `doc_ids[i]`'s text;
+    golds stored before texts were kept have none)."""
 
     answer: str = ""
     aliases: list[str] = Field(default_factory=list)
     type: str = ""
     doc_ids: list[str] = Field(default_factory=list,
                                validation_alias=AliasChoices("doc_ids", "gold_doc_ids"))
+    doc_texts: list[str] = Field(default_factory=list)
     # a conflict task's (tools.worlds, RAMDocs-style): every valid answer of an ambiguous
     # question (`answer` first) and the values only misinformation backs; empty otherwise
     valid_answers: list[str] = Field(default_factory=list)
@@ -39,9 +41,10 @@ class Gold(BaseModel):
         """The gold of a task in the shared JSONL format (None when it has no answer)."""
         if "answer" not in task:
             return None
+        gold = [d for d in task.get("docs") or [] if d.get("gold")]
         return cls(answer=str(task["answer"] or ""), aliases=[str(a) for a in task.get("aliases") or []],
-                   type=str(task.get("type") or ""),
-                   doc_ids=[d["doc_id"] for d in task.get("docs") or [] if d.get("gold")],
+                   type=str(task.get("type") or ""), doc_ids=[d["doc_id"] for d in gold],
+                   doc_texts=[str(d.get("text") or "") for d in gold],
                    valid_answers=[str(a) for a in task.get("answers") or []],
                    wrong_answers=[str(a) for a in task.get("wrong_answers") or []])
 
@@ -98,6 +101,9 @@ class Trajectory(BaseModel):
     answer: str = ""
     report: str = ""
     citations: list[dict[str, Any]] = Field(default_factory=list)
+    # the passages the writer answered from (the selector's evidence): chunk_id, doc_id, title,
+    # url; empty in trajectories recorded before it was kept
+    evidence: list[dict[str, Any]] = Field(default_factory=list)
     metrics: dict[str, Any] = Field(default_factory=dict)
     steps: list[Step] = Field(default_factory=list)
     created_at: float = Field(default_factory=time.time)

@@ -11,6 +11,7 @@ import pytest
 from scripted import ScriptedChatModel, default_reply, field
 
 from graph import ResearchConfig, TrajectoryStore
+from training import rewards
 from training.evaluate import evaluate, write
 
 
@@ -38,8 +39,17 @@ def test_scripted_eval_has_exactly_known_em(small_world, tmp_path):
     assert sum(v["n"] for v in run_["by_type"].values()) == 10
     assert run_["overall"]["searches"] >= 1 and run_["overall"]["format_rate"] == 1.0
     assert run_["trajectories_per_minute"] > 0 and run_["failed"] == []
-    stored = {t.id for t in TrajectoryStore(tmp_path / "runs")}
-    assert stored == {p["trajectory_id"] for p in run_["per_task"]} and len(stored) == 10
+    stored = {t.id: t for t in TrajectoryStore(tmp_path / "runs")}
+    assert set(stored) == {p["trajectory_id"] for p in run_["per_task"]} and len(stored) == 10
+    for p in run_["per_task"]:  # the metrics, each as `training.rewards` scores the run
+        t = stored[p["trajectory_id"]]
+        assert t.evidence and {e["doc_id"] for e in t.evidence} <= set(rewards.retrieved_doc_ids(t))
+        assert p["knowledge_f1"] == rewards.knowledge_f1(t) and p["evidence_f1"] == rewards.evidence_f1(t)
+        assert p["retrieval_accuracy"] == p["evidence_recall"] == rewards.evidence_recall(t)
+    assert 0 < run_["overall"]["knowledge_f1"] < 1 and 0 < run_["overall"]["retrieval_accuracy"] <= 1
+    assert 0 < run_["overall"]["evidence_f1"] <= 1
+    assert all({"knowledge_f1", "evidence_f1", "retrieval_accuracy"} <= set(v)
+               for v in run_["by_type"].values())
     json_path, png = write(result, tmp_path / "out" / "eval.json")
     assert json.loads(json_path.read_text())["runs"]["graph"]["overall"]["em"] == 0.5
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -54,8 +64,9 @@ def test_oracle_hands_the_writer_the_gold_passages(small_world, tmp_path):
             prompts.append(messages[-1].content)
         return default_reply(role, messages)
 
-    evaluate(tasks, model=ScriptedChatModel(script=script), mode="oracle",
-             kb_root=tmp_path / "kbs", config=ResearchConfig(search_mode="fts"))
+    result = evaluate(tasks, model=ScriptedChatModel(script=script), mode="oracle",
+                      kb_root=tmp_path / "kbs", config=ResearchConfig(search_mode="fts"))
+    assert result["runs"]["oracle"]["overall"]["evidence_f1"] == 1.0  # it read the gold only
     for t in tasks:
         prompt = next(p for p in prompts if t["question"] in p)
         titles = re.findall(r"^\[\d+\] (.+?):", prompt, re.M)
@@ -95,6 +106,9 @@ def test_cli_retrieval_baseline_and_bamboogle_error(sleuth_in_process, shared_fi
     assert [p["task_id"] for p in result["runs"]["retrieval-title"]["per_task"]] == \
         [t["id"] for t in small_world.tasks[:4]]
     assert "retrieval-title" in proc.stdout and (tmp_path / "ret.png").exists()
+    assert all(h in proc.stdout for h in ("KF1", "evid F1", "retrieval"))
+    title = result["runs"]["retrieval-title"]["per_task"]
+    assert any(p["evidence_f1"] > 0 for p in title)  # the top passage is gold somewhere
     bamboogle = shared_file("bamboogle_dev.jsonl")
     proc = sleuth_in_process("eval", str(bamboogle), "--out", str(tmp_path / "b.json"), check=False)
     assert proc.returncode == 1 and not (tmp_path / "b.json").exists()

@@ -127,6 +127,37 @@ def test_evidence_citations_format_cost():
     assert scores["reward"] == pytest.approx(sum(w[k] * scores[k] for k in w))
 
 
+def test_knowledge_f1_evidence_f1_and_retrieval_accuracy_on_hand_made_runs():
+    assert GOLD.doc_texts == ["Born in Varo.", "By Ada Lenn."]  # the gold documents' text
+    # gold tokens: born in varo by ada lenn (6); the run's: varo ada lenn was born in varo 1 (8)
+    grounded = traj("Varo", [], report="Ada Lenn was born in Varo [1].")
+    assert rewards.knowledge_f1(grounded, GOLD) == pytest.approx(5 / 7)  # P 5/8, R 5/6
+    assert rewards.knowledge_f1(traj("Varo", []), GOLD) == pytest.approx(2 / 7)  # P 1, R 1/6
+    assert rewards.knowledge_f1(traj("", []), GOLD) == 0.0
+    assert rewards.knowledge_f1(grounded, Gold(answer="Varo", doc_ids=["g1"])) == 0.0  # no texts
+
+    # the writer read g1 and x (one of two right) and missed g2 (one of two gold found)
+    half = traj("Varo", [], evidence=[{"doc_id": "g1", "chunk_id": "g1#0"},
+                                      {"doc_id": "g1", "chunk_id": "g1#1"}, {"doc_id": "x"}])
+    assert rewards.selected_doc_ids(half) == ["g1", "x"]  # documents, not chunks
+    assert rewards.evidence_f1(half, GOLD) == 0.5
+    assert rewards.evidence_f1(traj("Varo", [], evidence=[{"doc_id": "g2"}, {"doc_id": "g1"}]),
+                               GOLD) == 1.0
+    assert rewards.evidence_f1(traj("Varo", [], evidence=[{"doc_id": "x"}]), GOLD) == 0.0
+    assert rewards.evidence_f1(traj("Varo", []), GOLD) == 0.0  # nothing selected
+
+    found = traj("Varo", [search("x"), search("g1", "x")])
+    assert rewards.retrieval_accuracy(found, GOLD) == rewards.evidence_recall(found, GOLD) == 0.5
+    assert rewards.retrieval_accuracy(traj("Varo", [search("g2"), search("g1")]), GOLD) == 1.0
+
+
+def test_trajectories_and_golds_stored_before_the_new_fields_load():
+    old = {"question": "q", "answer": "Varo", "gold": {"answer": "Varo", "gold_doc_ids": ["g1"]}}
+    t = Trajectory.model_validate(old)
+    assert t.evidence == [] and t.gold.doc_ids == ["g1"] and t.gold.doc_texts == []
+    assert rewards.evidence_f1(t) == rewards.knowledge_f1(t) == 0.0
+
+
 def test_judge_with_any_chat_model():
     seen = []
 

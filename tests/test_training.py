@@ -203,6 +203,45 @@ def test_grpo_draws_fresh_tasks_from_a_curriculum(toy_policy, tmp_path):
     assert saved["sampler"]["next_seed"] == curriculum.next_seed > 900_000
 
 
+def test_grpo_evaluates_held_out_tasks_every_step_and_logs_eval_rows(toy_policy, small_world,
+                                                                    toy_kb, tmp_path):
+    """eval_strategy="steps" (TrainingArguments' names): greedy runs of the held-out tasks
+    before training and after every step, logged as eval_* rows beside the step rows, kept in
+    checkpoints and drawn in the curves; steps log the batch's grounding metrics too."""
+    out, evals = tmp_path / "run", []
+    heldout = small_world.tasks[10:12]
+    trainer = ResearchGRPOTrainer(
+        toy_policy(), even_first_tokens,
+        grpo_config(out, max_steps=2, save_steps=2, per_device_train_batch_size=2,
+                    num_generations=2, temperature=0.3, dynamic_sampling=False,
+                    eval_strategy="steps", eval_steps=1, eval_on_start=True),
+        train_dataset=small_world.tasks[:1], research=TOY, sources={"knowledge": toy_kb},
+        eval_dataset=heldout, on_evaluate=evals.append)
+    trainer.train()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], "eval_runtime" in r) for r in rows] == [
+        (0, True), (1, False), (1, True), (2, False), (2, True)]
+    for r in rows[1::2]:  # the step rows: batch means of the new metrics
+        assert all(0 <= r[k] <= 1 for k in ("knowledge_f1", "evidence_f1", "retrieval_accuracy"))
+    for r in rows[0::2]:  # the eval rows: every `sleuth eval` metric of the held-out runs
+        assert r["eval_tasks"] == 2 and r["eval_failed"] == 0
+        assert all(0 <= r[f"eval_{k}"] <= 1 for k in ("em", "knowledge_f1", "retrieval_accuracy",
+                                                      "evidence_f1"))
+    assert evals == rows[0::2]
+    saved = json.loads((out / "checkpoint-2" / "grpo_state.json").read_text())
+    assert [r["step"] for r in saved["eval_history"]] == [0, 1, 2]
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    with pytest.raises(ValueError, match="pass eval_dataset"):
+        ResearchGRPOTrainer(toy_policy(), even_first_tokens,
+                            grpo_config(out, eval_strategy="steps", eval_steps=1),
+                            train_dataset=small_world.tasks[:1])
+    with pytest.raises(ValueError, match="'no' or 'steps'"):
+        ResearchGRPOTrainer(toy_policy(), even_first_tokens,
+                            grpo_config(out, eval_strategy="epoch"),
+                            train_dataset=small_world.tasks[:1], eval_dataset=heldout)
+
+
 def test_api_models_are_refused_for_training(small_world, tmp_path):
     for spec in ("openai:gpt-4o-mini", "ollama:llama3"):
         with pytest.raises(ValueError, match="training needs a local model: local:smollm2, "
@@ -283,6 +322,12 @@ def test_train_cli_errors(sleuth):
     assert proc.returncode != 0 and "sleuth record" in proc.stderr
     proc = sleuth("train", "grpo", "--output", "/tmp/x", check=False)
     assert proc.returncode != 0 and "--world-seed" in proc.stderr
+
+
+def test_train_cli_holds_out_its_evaluation_world(sleuth_in_process, tmp_path):
+    proc = sleuth_in_process("train", "grpo", "--world-seed", "2", "--eval-every", "1",
+                             "--output", str(tmp_path / "x"), check=False)
+    assert proc.returncode == 1 and "held-out world" in proc.stderr and "--eval-tasks" in proc.stderr
 
 
 @pytest.mark.slow

@@ -19,14 +19,15 @@ from graph.console import fail as _fail
 
 def _table(result: dict[str, Any]) -> Table:
     table = Table(title=f"{result['tasks']} ({result['n_tasks']} tasks)")
-    for col in ("run", "type", "n", "EM", "F1", "evidence", "cite prec", "format", "searches",
-                "after miss", "calls", "tokens", "s/task"):
+    for col in ("run", "type", "n", "EM", "F1", "KF1", "evid F1", "retrieval", "cite prec",
+                "format", "searches", "after miss", "calls", "tokens", "s/task"):
         table.add_column(col, justify="right" if col not in ("run", "type") else "left")
     for name, run in result["runs"].items():
         rows = [*run["by_type"].items(), ("all", {**run["overall"], "n": len(run["per_task"])})]
         for typ, m in rows:
             table.add_row(name, typ, str(m.get("n", "")), f"{100 * m['em']:.1f}",
-                          f"{100 * m['f1']:.1f}", f"{m['evidence_recall']:.2f}",
+                          f"{100 * m['f1']:.1f}", f"{100 * m['knowledge_f1']:.1f}",
+                          f"{m['evidence_f1']:.2f}", f"{m['retrieval_accuracy']:.2f}",
                           f"{m['citation_precision']:.2f}", f"{m['format_rate']:.2f}",
                           f"{m['searches']:.1f}", f"{m['searches_after_miss']:.1f}",
                           f"{m['model_calls']:.1f}", f"{m['tokens']:.0f}", f"{m['seconds']:.1f}")
@@ -112,6 +113,21 @@ def _grpo_tasks(tasks: Path | None, world_seed: int | None, curriculum: bool, wo
     return Curriculum(seed=seed)
 
 
+def _heldout_tasks(eval_tasks: Path | None, eval_size: int, world_seed: int | None) -> Any:
+    """What --eval-every answers: the first `eval_size` tasks of the file given, else of the
+    generated held-out world (never trained on)."""
+    from tools.documents import read_tasks
+    from tools.worlds import generate_world
+    from training.evaluate import HELDOUT_WORLD_SEED
+
+    if eval_tasks is not None:
+        return read_tasks(eval_tasks, eval_size)
+    if world_seed == HELDOUT_WORLD_SEED:
+        raise ValueError(f"world {HELDOUT_WORLD_SEED} is the held-out world --eval-every answers: "
+                         "train on another --world-seed or pass --eval-tasks FILE")
+    return generate_world(HELDOUT_WORLD_SEED, eval_size).tasks
+
+
 @train_app.command("grpo")
 def grpo_command(
     output: Annotated[Path, typer.Option("--output", help="Output folder (checkpoints, metrics, model).",
@@ -147,6 +163,13 @@ def grpo_command(
         help="With --engine openai: the server's base URL, e.g. http://127.0.0.1:8000/v1.")] = None,
     served_model: Annotated[str | None, typer.Option(
         help="With --engine openai: the base model's name on the server.")] = None,
+    eval_every: Annotated[int, typer.Option(
+        "--eval-every", help="Every N steps, answer held-out tasks greedily and log their EM, "
+        "knowledge F1 and retrieval accuracy (0: never).")] = 0,
+    eval_tasks: Annotated[Path | None, typer.Option(
+        "--eval-tasks", help="Held-out task JSONL for --eval-every (default: the generated "
+        "world of seed 2, never trained on).")] = None,
+    eval_size: Annotated[int, typer.Option(help="Held-out tasks per evaluation (the first N).")] = 20,
 ) -> None:
     """Online trajectory-level GRPO through the research graph."""
     from rich.progress import Progress
@@ -156,6 +179,9 @@ def grpo_command(
     from training.policy import lora_config
 
     rows = _grpo_tasks(tasks, world_seed, curriculum, world_tasks, seed)
+    if eval_every < 0 or eval_size < 1:
+        raise ValueError("--eval-every is 0 (never) or more; --eval-size at least 1")
+    heldout = _heldout_tasks(eval_tasks, eval_size, world_seed) if eval_every else None
     research = ResearchConfig(max_rounds=max_rounds)
     args = grpo_config(output, lora=lora, max_steps=steps, save_steps=save_steps, seed=seed,
                        num_generations=group_size,
@@ -163,19 +189,30 @@ def grpo_command(
                        temperature=temperature, beta=beta, num_iterations=iterations,
                        scale_rewards=scale_rewards, dynamic_sampling=dynamic_sampling,
                        rollout_engine=engine, rollout_engine_options=_server(engine_url, served_model),
+                       eval_strategy="steps" if eval_every else "no", eval_steps=eval_every or None,
                        **({"learning_rate": learning_rate} if learning_rate else {}))
     with Progress(console=err) as progress:
         trainer = ResearchGRPOTrainer(model, None, args, rows, per_role=per_role,
                                       peft_config=lora_config(lora_r) if lora else None,
-                                      research=research, on_step=_step_bar(progress, steps))
+                                      research=research, on_step=_step_bar(progress, steps),
+                                      eval_dataset=heldout, on_evaluate=_eval_line)
         trainer.train(resume_from_checkpoint=resume)
     err.print(f"trained policy in {output} (use --model hf:{output}); metrics in "
-              f"{output / 'metrics.jsonl'}, curves in {output / 'curves.png'}", soft_wrap=True)
+              f"{output / 'metrics.jsonl'}{' (held-out rows: eval_*)' if eval_every else ''}, "
+              f"curves in {output / 'curves.png'}", soft_wrap=True)
 
 
 def _server(url: str | None, served_model: str | None) -> dict[str, str]:
     """The openai engine's options given on the command line."""
     return {k: v for k, v in (("base_url", url), ("served_model", served_model)) if v}
+
+
+def _eval_line(row: dict[str, Any]) -> None:
+    """One line per held-out evaluation."""
+    err.print(f"eval step {row['step']}: EM {row.get('eval_em', 0.0):.2f}, knowledge F1 "
+              f"{row.get('eval_knowledge_f1', 0.0):.2f}, retrieval accuracy "
+              f"{row.get('eval_retrieval_accuracy', 0.0):.2f} ({row['eval_tasks']} tasks, "
+              f"{row['eval_runtime']:.0f} s)", highlight=False)
 
 
 def _step_bar(progress: Any, steps: int) -> Any:

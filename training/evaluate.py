@@ -2,12 +2,13 @@
 
 `evaluate(tasks)` opens the tasks' corpus through `tools.corpora` (a knowledge base cached by
 content hash, an explicit `kb=` folder, or the corpus server with `backend="web"`), runs the
-research graph on every task (`samples` per task), and scores EM, F1, evidence recall,
-citation precision, format rate, searches, searches after a miss, model calls, tokens and
-seconds per task, overall and by task type. Two reference modes measure where answers are
-lost: `mode="retrieval"` (no model: the top passage's title, or its best sentence, is the
-answer) and `mode="oracle"` (the graph with a selector that hands the writer the gold
-passages only). Trajectories are kept only where `record=` names a store.
+research graph on every task (`samples` per task), and scores EM, F1, knowledge F1, evidence
+F1, retrieval accuracy (= evidence recall), citation precision, format rate, searches,
+searches after a miss, model calls, tokens and seconds per task, overall and by task type.
+Two reference modes measure where answers are lost: `mode="retrieval"` (no model: the top
+passage's title, or its best sentence, is the answer) and `mode="oracle"` (the graph with a
+selector that hands the writer the gold passages only). Trajectories are kept only where
+`record=` names a store.
 """
 
 from __future__ import annotations
@@ -32,17 +33,23 @@ from tools.text import overlap
 from training import rewards
 
 Mode = Literal["graph", "retrieval", "oracle"]
-METRICS = ("em", "f1", "evidence_recall", "citation_precision", "format_rate", "searches",
-           "searches_after_miss", "model_calls", "tokens", "seconds")
+METRICS = ("em", "f1", "knowledge_f1", "evidence_f1", "retrieval_accuracy", "evidence_recall",
+           "citation_precision", "format_rate", "searches", "searches_after_miss", "model_calls",
+           "tokens", "seconds")
 RETRIEVAL_RUNS = ("retrieval-title", "retrieval-sentence")
+HELDOUT_WORLD_SEED = 2  # the generated world evaluations hold out (benchmarks/protocol.py's too)
 Progress = Callable[[ResearchResult], None]
 
 
 def score_trajectory(t: Trajectory, gold: Gold | None = None) -> dict[str, float]:
-    """The evaluation metrics of one run."""
+    """The evaluation metrics of one run (`retrieval_accuracy` is `evidence_recall`, the
+    reward's name for it, reported under both names)."""
     m = t.metrics
+    recall = rewards.retrieval_accuracy(t, gold)
     return {"em": rewards.exact_match(t, gold), "f1": rewards.f1(t, gold),
-            "evidence_recall": rewards.evidence_recall(t, gold),
+            "knowledge_f1": rewards.knowledge_f1(t, gold),
+            "evidence_f1": rewards.evidence_f1(t, gold),
+            "retrieval_accuracy": recall, "evidence_recall": recall,
             "citation_precision": rewards.citation_precision(t, gold),
             "format_rate": rewards.format_rate(t, gold),
             "searches": float(len(rewards.searches(t))),
@@ -53,6 +60,11 @@ def score_trajectory(t: Trajectory, gold: Gold | None = None) -> dict[str, float
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.fmean(r[k] for r in rows) for k in METRICS} if rows else {}
+
+
+def mean_scores(trajectories: Sequence[Trajectory]) -> dict[str, float]:
+    """Every evaluation metric averaged over the runs (empty without runs)."""
+    return _mean([score_trajectory(t) for t in trajectories])
 
 
 def oracle_selector(tasks: Sequence[Mapping[str, Any]]) -> Callable[[dict[str, Any]], dict]:
@@ -78,8 +90,10 @@ def retrieval_answers(kb: KnowledgeBase, task: Mapping[str, Any]) -> dict[str, T
     sentence = max(split_sentences(top.text), key=lambda s: overlap(task["question"], s),
                    default="") if top else ""
     seconds = time.perf_counter() - t0
+    evidence = [{k: v for k, v in h.items() if k != "text"} for h in step.output[:1]]  # answered from
     return {name: Trajectory(task_id=task["id"], question=task["question"], answer=answer,
-                             steps=[step], gold=Gold.from_task(task), metrics={"seconds": seconds})
+                             steps=[step], evidence=evidence, gold=Gold.from_task(task),
+                             metrics={"seconds": seconds})
             for name, answer in zip(RETRIEVAL_RUNS, (top.title if top else "", sentence),
                                     strict=True)}
 

@@ -12,6 +12,10 @@ The batch is TRL's: `args.per_device_train_batch_size` counts completions, here 
 research rollouts, so a step draws `per_device_train_batch_size // num_generations` tasks
 (it must divide). `args.max_steps` steps, checkpoints every `args.save_steps` into
 `args.output_dir`, LoRA through `peft_config`; the `GRPOConfig` passed in is never changed.
+With `eval_dataset` (held-out tasks) and TrainingArguments' `eval_strategy="steps"`,
+`eval_steps=N`, every N steps the policy answers the held-out tasks greedily and their EM,
+knowledge F1, retrieval accuracy and the rest of `training.evaluate`'s metrics are logged as
+an eval row (keys `eval_*`, as TRL's trainers prefix them) and drawn in `curves.png`.
 
 What comes from TRL, and why not its trainer: the hyperparameters are TRL's `GRPOConfig`
 (learning rate, `epsilon`/`epsilon_high` clipping, `beta` KL, `loss_type`, `num_iterations`,
@@ -30,9 +34,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import random
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +57,7 @@ from tools import device as devices
 from tools.corpora import Sources, corpus_of, open_corpus
 from training import rewards
 from training.data import Sample, build_samples
+from training.evaluate import load_tasks, mean_scores
 from training.offpolicy import importance_weights
 from training.policy import (
     is_peft,
@@ -353,14 +360,17 @@ def _scores(t: Trajectory) -> dict[str, float]:
 
 
 def step_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
-    """Means over one step's scored rollouts: reward, its components, EM, searches, format,
-    tokens."""
+    """Means over one step's scored rollouts: reward, its components, EM, F1, knowledge F1,
+    evidence F1, retrieval accuracy, searches, format, tokens."""
     n = max(1, len(trajectories))
     scores = [_scores(t) for t in trajectories]
     out = {f"reward/{k}": sum(s[k] for s in scores) / n for k in scores[0]} if scores else {}
     out.update({
         "em": sum(rewards.exact_match(t) for t in trajectories) / n,
         "f1": sum(rewards.f1(t) for t in trajectories) / n,
+        "knowledge_f1": sum(rewards.knowledge_f1(t) for t in trajectories) / n,
+        "evidence_f1": sum(rewards.evidence_f1(t) for t in trajectories) / n,
+        "retrieval_accuracy": sum(rewards.retrieval_accuracy(t) for t in trajectories) / n,
         "searches": sum(len(rewards.searches(t)) for t in trajectories) / n,
         "searches_after_miss": sum(rewards.searches_after_miss(t) for t in trajectories) / n,
         "format_rate": sum(rewards.format_rate(t) for t in trajectories) / n,
@@ -376,6 +386,30 @@ class GRPOState:
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     sampler: dict[str, Any] | None = None  # a task sampler's own state (a curriculum's)
+    eval_history: list[dict[str, float]] = field(default_factory=list)  # held-out evaluations
+
+    def rows(self) -> list[dict[str, float]]:
+        """Every logged row in order: each step's, then the evaluation after it (if any)."""
+        return sorted([*self.history, *self.eval_history],
+                      key=lambda r: (r["step"], is_eval_row(r)))
+
+
+def is_eval_row(row: Mapping[str, Any]) -> bool:
+    """Whether a metrics row is a held-out evaluation's (its metrics are named `eval_*`)."""
+    return "eval_runtime" in row
+
+
+def eval_interval(args: GRPOConfig) -> int:
+    """Steps between held-out evaluations, from TrainingArguments' `eval_strategy` ("no": 0;
+    "steps": `eval_steps`, a fraction of `max_steps` when below 1, else `logging_steps`)."""
+    strategy = str(getattr(args.eval_strategy, "value", args.eval_strategy))
+    if strategy == "no":
+        return 0
+    if strategy != "steps":
+        raise ValueError(f"eval_strategy must be 'no' or 'steps', not {strategy!r}: research "
+                         "GRPO counts steps, not epochs")
+    every = args.eval_steps or args.logging_steps or 1
+    return max(1, math.ceil(args.max_steps * every) if every < 1 else int(every))
 
 
 class TaskSampler(Protocol):
@@ -413,7 +447,15 @@ class ResearchGRPOTrainer:
     rollouts (its temperature is `args.temperature`); `per_role` gives each role its own
     group baseline; `time_budget_s` bounds the training wall time, earlier runs of a resumed
     training included: no step starts that would most likely end past it; `on_step` sees
-    every metrics row.
+    every step's metrics row.
+
+    `eval_dataset` (held-out tasks: a list or a task file) is what `evaluate()` runs: one
+    greedy research run per task with the current policy, searching the trainer's `sources`
+    when given, else the held-out tasks' own documents (as `sleuth eval` does). With
+    `args.eval_strategy="steps"` it runs every `args.eval_steps` steps (and before the first
+    with `args.eval_on_start`); its row, EM, F1, knowledge F1, evidence F1, retrieval
+    accuracy and the rest of `training.evaluate.METRICS` named `eval_*`, goes to
+    `metrics.jsonl` after that step's row and to `on_evaluate`.
 
     `output_dir` receives `metrics.jsonl`, `curves.png`, `checkpoint-N/` every
     `args.save_steps` steps, and the final policy (loadable with `--model hf:DIR`; with LoRA
@@ -425,7 +467,9 @@ class ResearchGRPOTrainer:
                  peft_config: LoraConfig | None = None, research: ResearchConfig | None = None,
                  sources: Sources | Mapping[str, Any] | None = None, per_role: bool = False,
                  time_budget_s: float | None = None,
-                 on_step: Callable[[dict[str, float]], None] | None = None):
+                 on_step: Callable[[dict[str, float]], None] | None = None,
+                 eval_dataset: str | Path | Sequence[Mapping[str, Any]] | None = None,
+                 on_evaluate: Callable[[dict[str, float]], None] | None = None):
         if args.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, not {args.loss_type!r}")
         self.args = args
@@ -438,7 +482,15 @@ class ResearchGRPOTrainer:
         self.research = (research or ResearchConfig()).model_copy(
             update={"temperature": args.temperature})
         self.sources, self.per_role = sources, per_role
-        self.time_budget_s, self.on_step = time_budget_s, on_step
+        self.time_budget_s, self.on_step, self.on_evaluate = time_budget_s, on_step, on_evaluate
+        self.eval_tasks = load_tasks(eval_dataset) if eval_dataset is not None else []
+        self.eval_every = eval_interval(args)
+        if self.eval_every and not self.eval_tasks:
+            raise ValueError("eval_strategy='steps' evaluates on held-out tasks: pass eval_dataset")
+        shared = {t["question"] for t in self.tasks} & {t["question"] for t in self.eval_tasks}
+        if shared:
+            warnings.warn(f"{len(shared)} held-out question(s) are training tasks too: their "
+                          "evaluation does not measure generalisation", stacklevel=2)
         self.output_dir = Path(args.output_dir)
         self.metrics_file = self.output_dir / "metrics.jsonl"
         self.policy = load_policy(model, peft_config=peft_config)
@@ -454,6 +506,7 @@ class ResearchGRPOTrainer:
         self.state = GRPOState()
         self._spent, self._started = 0.0, time.perf_counter()
         self._sources_kwargs: dict[str, Any] = {}
+        self._eval_sources_kwargs: dict[str, Any] | None = None
         self._growing_kb: Any = None
 
     def _optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
@@ -477,17 +530,22 @@ class ResearchGRPOTrainer:
         """
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._start(resume_from_checkpoint)
-        with self._open_sources() as sources:
-            self._sources_kwargs = sources
+        with self._open_sources() as sources, self._open_eval_sources() as eval_sources:
+            self._sources_kwargs, self._eval_sources_kwargs = sources, eval_sources
             if self.sampler is not None and hasattr(sources.get("knowledge"), "ingest"):
                 self._growing_kb = sources["knowledge"]  # fresh tasks bring their documents
+            if self.eval_tasks and self.args.eval_on_start and self.state.step == 0:
+                self.evaluate()
             while self.state.step < self.args.max_steps and not self._out_of_time():
                 self._log(self._step())
+                if self.eval_every and self.state.step % self.eval_every == 0:
+                    self.evaluate()
                 if self.args.save_steps and self.state.step % int(self.args.save_steps) == 0:
                     self._save_checkpoint()
+            self._eval_sources_kwargs = None
         self.policy.weights_changed()
-        if self.state.history:
-            plot_curves(self.state.history, self.output_dir / "curves.png")
+        if self.state.history or self.state.eval_history:
+            plot_curves(self.state.rows(), self.output_dir / "curves.png")
         save_policy(self.policy, self.output_dir)
         return self.policy
 
@@ -501,8 +559,9 @@ class ResearchGRPOTrainer:
             torch.manual_seed(self.args.seed)
         # Rows logged after the checkpoint we resume from would be logged again: keep the
         # checkpoint's history only.
-        self.metrics_file.write_text("".join(json.dumps(r) + "\n" for r in self.state.history))
-        self._spent = sum(r["step_s"] for r in self.state.history)  # the budget spans runs
+        self.metrics_file.write_text("".join(json.dumps(r) + "\n" for r in self.state.rows()))
+        self._spent = (sum(r["step_s"] for r in self.state.history)  # the budget spans runs
+                       + sum(r["eval_runtime"] for r in self.state.eval_history))
         self._started = time.perf_counter()
 
     @contextmanager
@@ -519,6 +578,19 @@ class ResearchGRPOTrainer:
             with open_corpus(self.tasks) as sources:
                 yield sources.as_kwargs()
 
+    @contextmanager
+    def _open_eval_sources(self) -> Iterator[dict[str, Any] | None]:
+        """What held-out runs search: the trainer's `sources` when given, else the held-out
+        tasks' own documents; None without held-out tasks."""
+        if not self.eval_tasks:
+            yield None
+        elif self.sources is not None:
+            with self._open_sources() as sources:
+                yield sources
+        else:
+            with open_corpus(self.eval_tasks) as sources:
+                yield sources.as_kwargs()
+
     def _elapsed(self) -> float:
         return self._spent + time.perf_counter() - self._started
 
@@ -527,6 +599,8 @@ class ResearchGRPOTrainer:
         if self.time_budget_s is None or not self.state.history:
             return False
         typical = statistics.median(r["step_s"] for r in self.state.history[-5:])
+        if self.eval_every and self.state.eval_history and (self.state.step + 1) % self.eval_every == 0:
+            typical += self.state.eval_history[-1]["eval_runtime"]  # an evaluation follows
         return self._elapsed() + typical > self.time_budget_s
 
     # ------------------------------------------------------------------ one step
@@ -609,14 +683,46 @@ class ResearchGRPOTrainer:
         return build_samples(trajectories, per_role=self.per_role,
                              scale_rewards=self.args.scale_rewards)
 
+    # ------------------------------------------------------------------ held-out evaluation
+
+    def evaluate(self) -> dict[str, float]:
+        """One greedy research run per held-out task with the current policy, scored as
+        `sleuth eval` scores; the row (`eval_*` means, `eval_runtime`) is logged and returned."""
+        if not self.eval_tasks:
+            raise ValueError("evaluate() runs the held-out tasks: pass eval_dataset")
+        if self._eval_sources_kwargs is None:  # outside train()
+            with self._open_eval_sources() as sources:
+                return self._evaluate(sources or {})
+        return self._evaluate(self._eval_sources_kwargs)
+
+    def _evaluate(self, sources: Mapping[str, Any]) -> dict[str, float]:
+        t0 = time.perf_counter()
+        self.policy.weights_changed()
+        greedy = self.research.model_copy(update={"temperature": 0.0, "seed": self.args.seed})
+        results = research_many(self.eval_tasks, concurrency=self.args.per_device_eval_batch_size,
+                                model=self.policy, config=greedy, **sources)
+        runs = [r.trajectory for r in results if r.trajectory is not None]
+        row = {"step": self.state.step, **{f"eval_{k}": v for k, v in mean_scores(runs).items()},
+               "eval_tasks": len(runs), "eval_failed": len(results) - len(runs),
+               "eval_runtime": time.perf_counter() - t0, "elapsed_s": self._elapsed()}
+        self.state.eval_history.append(row)
+        self._append(row)
+        if self.on_evaluate is not None:
+            self.on_evaluate(row)
+        return row
+
     # ------------------------------------------------------------------ logging, checkpoints
 
     def _log(self, row: dict[str, float]) -> None:
         self.state.history.append(row)
-        with self.metrics_file.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        self._append(row)
         if self.on_step is not None:
             self.on_step(row)
+
+    def _append(self, row: dict[str, float]) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with self.metrics_file.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
 
     def _save_checkpoint(self) -> Path:
         if self.sampler is not None and hasattr(self.sampler, "state_dict"):
@@ -645,26 +751,36 @@ class ResearchGRPOTrainer:
 
 
 def plot_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
-    """PNG curves of the reward, its components, EM, searches after a miss and format rate."""
+    """PNG curves of the reward, its components, EM, F1, knowledge F1, retrieval accuracy,
+    format rate and searching over the steps, and, where `history` holds evaluation rows, the
+    held-out EM, knowledge F1 and retrieval accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [h["step"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for key in sorted(k for k in history[0] if k.startswith("reward/")):
-        axes[0].plot(steps, [h[key] for h in history], label=key.split("/", 1)[1])
-    axes[0].set_title("reward and components")
-    axes[0].legend(fontsize=7)
-    for key in ("em", "f1", "format_rate"):
-        axes[1].plot(steps, [h[key] for h in history], label=key)
-    axes[1].set_title("answers and format")
-    axes[1].legend(fontsize=7)
-    for key in ("searches", "searches_after_miss"):
-        axes[2].plot(steps, [h[key] for h in history], label=key)
-    axes[2].set_title("searching")
-    axes[2].legend(fontsize=7)
+    train = [h for h in history if not is_eval_row(h)]
+    evals = [h for h in history if is_eval_row(h)]
+    fig, axes = plt.subplots(1, 4 if evals else 3, figsize=(18 if evals else 14, 4))
+
+    def curves(ax: Any, rows: Sequence[dict[str, float]], keys: Sequence[str], title: str,
+               **style: Any) -> None:
+        for key in keys:
+            if any(key in h for h in rows):  # metrics written before a key existed lack it
+                ax.plot([h["step"] for h in rows], [h.get(key, math.nan) for h in rows],
+                        label=key.removeprefix("eval_").removeprefix("reward/"), **style)
+        ax.set_title(title)
+        if ax.get_lines():
+            ax.legend(fontsize=7)
+
+    curves(axes[0], train, sorted({k for h in train for k in h if k.startswith("reward/")}),
+           "reward and components")
+    curves(axes[1], train, ("em", "f1", "knowledge_f1", "retrieval_accuracy", "format_rate"),
+           "answers, grounding and format")
+    curves(axes[2], train, ("searches", "searches_after_miss"), "searching")
+    if evals:
+        curves(axes[3], evals, ("eval_em", "eval_knowledge_f1", "eval_retrieval_accuracy"),
+               f"held-out, greedy ({evals[-1].get('eval_tasks', 0)} tasks)", marker="o")
     for ax in axes:
         ax.set_xlabel("step")
     fig.tight_layout()
@@ -733,6 +849,6 @@ def train_grpo_offline(trajectories: Sequence[Trajectory], *, output_dir: str | 
 
 
 __all__ = ["GRPOState", "ResearchGRPOConfig", "ResearchGRPOTrainer", "TaskSampler",
-           "completion_logps", "grpo_config", "latest_checkpoint", "policy_loss",
-           "reference_model", "step_metrics", "tasks_per_step", "train_grpo",
-           "train_grpo_offline", "update", "with_changes"]
+           "completion_logps", "eval_interval", "grpo_config", "is_eval_row",
+           "latest_checkpoint", "plot_curves", "policy_loss", "reference_model", "step_metrics",
+           "tasks_per_step", "train_grpo", "train_grpo_offline", "update", "with_changes"]

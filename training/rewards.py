@@ -1,11 +1,11 @@
 """Rewards: plain callables `(trajectory, gold) -> float`, and their weighted mix `Reward`.
 
-Every reward reads only what the trajectory recorded (answer, citations, tool hits, parse
-results, model calls) and a `Gold` (answer, aliases, gold document ids): the one passed in,
-else the one the trajectory carries. So stored trajectories can be re-scored with new
-weights or new components without running anything again (`TrajectoryStore.rescore`,
-`training.data.score`). Everything that scores takes a `Reward`; `as_reward` turns a plain
-callable into one, once, where it enters.
+Every reward reads only what the trajectory recorded (answer, report, citations, the
+writer's evidence, tool hits, parse results, model calls) and a `Gold` (answer, aliases, gold
+document ids and texts): the one passed in, else the one the trajectory carries. So stored
+trajectories can be re-scored with new weights or new components without running anything
+again (`TrajectoryStore.rescore`, `training.data.score`). Everything that scores takes a
+`Reward`; `as_reward` turns a plain callable into one, once, where it enters.
 
 `persistence` is the one that teaches searching again after a miss. Unlike ReZero's retry
 reward (0.2 + 0.15·min(searches, 5) whenever an answer exists, which paid for searching
@@ -182,6 +182,56 @@ def evidence_recall(trajectory: Trajectory, gold: Gold | None = None) -> float:
     return len(gold_ids & set(retrieved_doc_ids(trajectory))) / len(gold_ids)
 
 
+def retrieval_accuracy(trajectory: Trajectory, gold: Gold | None = None) -> float:
+    """Retrieval accuracy as monitored: `evidence_recall` under its evaluation name, the share
+    of gold documents retrieved (hit@k, k = every passage the run's tools returned).
+
+    >>> t = Trajectory(steps=[ToolStep(tool="kb", output=[{"doc_id": "g1"}, {"doc_id": "x"}])])
+    >>> retrieval_accuracy(t, Gold(answer="a", doc_ids=["g1", "g2"]))
+    0.5
+    """
+    return evidence_recall(trajectory, gold)
+
+
+def selected_doc_ids(trajectory: Trajectory) -> list[str]:
+    """Distinct document ids of the passages the writer answered from, in order."""
+    return list(dict.fromkeys(p["doc_id"] for p in trajectory.evidence if p.get("doc_id")))
+
+
+def evidence_f1(trajectory: Trajectory, gold: Gold | None = None) -> float:
+    """Set F1 of the selected passages' documents against the gold documents (knowledge
+    selection; 0 without gold documents or without selected evidence).
+
+    >>> t = Trajectory(evidence=[{"doc_id": "g1"}, {"doc_id": "x"}])  # P 1/2, R 1/2
+    >>> evidence_f1(t, Gold(answer="a", doc_ids=["g1", "g2"]))
+    0.5
+    """
+    selected, gold_ids = set(selected_doc_ids(trajectory)), set(gold_of(trajectory, gold).doc_ids)
+    common = len(selected & gold_ids)
+    if not common:
+        return 0.0
+    precision, recall = common / len(selected), common / len(gold_ids)
+    return 2 * precision * recall / (precision + recall)
+
+
+def knowledge_f1(trajectory: Trajectory, gold: Gold | None = None) -> float:
+    """Knowledge F1 (KF1, as knowledge-grounded dialogue work defines it): unigram F1, SQuAD
+    normalisation, between the answer and report together and the gold documents' text
+    (0 without gold texts). It rewards grounding in the gold knowledge, not correctness.
+
+    >>> gold = Gold(answer="Varo", doc_ids=["g1"], doc_texts=["Ada Lenn was born in Varo."])
+    >>> round(knowledge_f1(Trajectory(answer="Varo"), gold), 3)  # P 1, R 1/6
+    0.286
+    >>> round(knowledge_f1(Trajectory(answer="Varo", report="Ada Lenn was born in Varo."),
+    ...                    gold), 3)  # P 6/7, R 1
+    0.923
+    """
+    texts = " ".join(gold_of(trajectory, gold).doc_texts)
+    if not texts.strip():
+        return 0.0
+    return _tokens_f1(f"{trajectory.answer} {trajectory.report}", texts)
+
+
 def citation_precision(trajectory: Trajectory, gold: Gold | None = None) -> float:
     """Share of cited passages that were retrieved in the run and are gold (0 without citations).
 
@@ -286,10 +336,10 @@ def as_reward(reward: Reward | RewardFn) -> Reward:
     return Reward({getattr(reward, "__name__", "reward").strip("<>") or "reward": (reward, 1.0)})
 
 
-__all__ = ["Reward", "citation_precision", "cost", "default", "evidence_recall",
-           "exact_match", "f1", "format_rate", "judge", "persistence", "as_reward",
-           "needed_retries", "search_cost", "search_misses", "search_outcomes",
-           "searches_after_miss"]
+__all__ = ["Reward", "citation_precision", "cost", "default", "evidence_f1", "evidence_recall",
+           "exact_match", "f1", "format_rate", "judge", "knowledge_f1", "persistence",
+           "as_reward", "needed_retries", "retrieval_accuracy", "search_cost", "search_misses",
+           "search_outcomes", "searches_after_miss", "selected_doc_ids"]
 
 
 def conflict_accuracy(trajectory: Trajectory, gold: Gold | None = None) -> float:
