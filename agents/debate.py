@@ -39,6 +39,7 @@ from agents.models import load_chat_model
 from agents.parsing import parse_draft
 from agents.prompting import brief, neutralize
 from agents.schemas import Citation, Counters, WriterInput, WriterUpdate
+from agents.writer import cite
 from tools.text import normalize_answer
 from tools.types import Passage
 
@@ -193,19 +194,6 @@ class Debater(Agent):
         elif not draft.ok:
             notes.append(f"debater {inp.agent} round {inp.round}: no <answer> in the reply")
         return DebaterUpdate(turns=[turn], notes=notes, counters=self.usage(reply, draft.ok))
-
-
-def cite(cited: Iterable[int], evidence: Sequence[Passage]) -> tuple[list[Citation], int]:
-    """Citations for the numbers that point at an evidence passage, and how many did not."""
-    citations, dropped = [], 0
-    for n in cited:
-        if 1 <= n <= len(evidence):
-            p = evidence[n - 1]
-            citations.append(Citation(n=n, chunk_id=p.chunk_id, doc_id=p.doc_id,
-                                      title=p.title, url=p.url))
-        else:
-            dropped += 1
-    return citations, dropped
 
 
 class Aggregator(Agent):

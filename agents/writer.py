@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from agents.base import Agent, read_input
 from agents.parsing import parse_draft
 from agents.prompting import brief
 from agents.schemas import Citation, WriterInput, WriterUpdate
+from tools.types import Passage
+
+
+def cite(cited: Iterable[int], evidence: Sequence[Passage]) -> tuple[list[Citation], int]:
+    """Citations for the numbers that point at an evidence passage, and how many did not."""
+    citations, dropped = [], 0
+    for n in cited:
+        if 1 <= n <= len(evidence):
+            p = evidence[n - 1]
+            citations.append(Citation(n=n, chunk_id=p.chunk_id, doc_id=p.doc_id,
+                                      title=p.title, url=p.url))
+        else:
+            dropped += 1
+    return citations, dropped
 
 
 class Writer(Agent):
@@ -37,14 +51,7 @@ class Writer(Agent):
                                 evidence=[brief(p, self.passage_words) for p in evidence])
         draft = parse_draft(reply.text)
         self.report_parse(reply, draft)
-        citations, dropped = [], 0
-        for n in draft.cited:
-            if 1 <= n <= len(evidence):
-                p = evidence[n - 1]
-                citations.append(Citation(n=n, chunk_id=p.chunk_id, doc_id=p.doc_id,
-                                          title=p.title, url=p.url))
-            else:
-                dropped += 1
+        citations, dropped = cite(draft.cited, evidence)
         notes = []
         if reply.error:
             notes.append(f"writer: model call failed ({reply.error})")

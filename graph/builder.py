@@ -257,8 +257,11 @@ def build_research_graph(*, planner: Role | None = None, searcher: Role | None =
     searcher = searcher or Searcher(chat, resolve_tools(tools, cfg), k=cfg.k,
                                     max_attempts=cfg.max_attempts, relevance=cfg.relevance,
                                     **opts, **cap)
-    selector = selector or Selector(chat if cfg.judge_passages else None, k=cfg.evidence_k,
-                                    judge=cfg.judge_passages, examples=examples)
+    judge = cfg.judge_passages
+    if judge is None:  # the policy's own card decides: judge only when trained to (CML)
+        judge = bool(getattr(chat, "judges_passages", False))
+    selector = selector or Selector(chat if judge else None, k=cfg.evidence_k, judge=judge,
+                                    examples=examples)
     writer = writer or _writer(chat, cfg, {**opts, **cap})
 
     g = StateGraph(ResearchState, input_schema=ResearchInput, output_schema=ResearchOutput)

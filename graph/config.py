@@ -28,7 +28,9 @@ class ResearchConfig(BaseModel):
     relevance: float = Field(0.5, ge=0, le=1, description=(
         "Share of the sub-question's content words a new passage must hold to count as "
         "relevant; a search with no new relevant passage is a miss."))
-    judge_passages: bool = Field(False, description="Let the model judge each passage in the selector.")
+    judge_passages: bool | None = Field(
+        None, description="Let the model judge each passage in the selector; None (default): "
+        "when the loaded policy was trained to (its card says judges_passages, see training.cml).")
     approve_plan: bool = Field(False, description="Interrupt after each plan for approval "
                                "(needs a checkpointer).")
     prompt_examples: bool | None = Field(None, description=(

@@ -13,7 +13,8 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
 ROLES = {"You plan research": "planner", "You search for facts": "searcher",
-         "You judge evidence": "selector", "You answer questions": "writer"}
+         "You judge evidence": "selector", "You answer questions": "writer",
+         "You are one agent in a debate": "debater", "You combine the answers": "aggregator"}
 
 
 def role_of(messages: list[BaseMessage]) -> str:

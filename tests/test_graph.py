@@ -295,3 +295,20 @@ def test_the_selector_judges_passages_in_parallel_and_every_call_is_recorded(kb,
     steps = [s for s in r.trajectory.model_steps if s.role == "selector"]
     assert len(steps) == judged and all(s.text == "yes" for s in steps)
     assert all("You judge evidence" in s.prompt_messages[0]["content"] for s in steps)
+
+
+def test_a_policy_trained_to_judge_passages_judges_them_by_default(kb, small_world):
+    """judge_passages=None (the default) follows the loaded policy's card (training.cml sets
+    `judges_passages`); an explicit False still turns the judgments off."""
+    class Judging(ScriptedChatModel):
+        judges_passages: bool = True
+
+    question = small_world.tasks[0]["question"]
+    cfg = ResearchConfig(search_mode="fts", max_attempts=1)
+    trained, plain = Judging(), ScriptedChatModel()
+    research(question, model=trained, knowledge=kb, config=cfg)
+    research(question, model=plain, knowledge=kb, config=cfg)
+    assert trained.calls.get("selector", 0) >= 1 and "selector" not in plain.calls
+    off = Judging()
+    research(question, model=off, knowledge=kb, config=cfg.model_copy(update={"judge_passages": False}))
+    assert "selector" not in off.calls
