@@ -137,3 +137,14 @@ def test_real_smollm2_on_five_world_tasks(smollm2, small_world, tmp_path):
     run_ = result["runs"]["graph"]
     assert len(run_["per_task"]) == 5 and run_["failed"] == []
     assert run_["overall"]["model_calls"] >= 3 and run_["overall"]["searches"] >= 1
+
+
+def test_eval_scores_conflict_tasks_by_every_valid_answer_and_no_wrong_one():
+    from graph.trajectory import Gold, Trajectory
+    from training.evaluate import score_trajectory
+
+    gold = Gold(answer="Varo", valid_answers=["Varo", "Holm"], wrong_answers=["Oslo"])
+    both, one, wrong = (Trajectory(answer=a) for a in ("Holm; Varo", "Varo", "Varo; Holm; Oslo"))
+    assert [score_trajectory(t, gold)["conflict_accuracy"] for t in (both, one, wrong)] == [1, 0, 0]
+    plain = Gold(answer="Varo")
+    assert score_trajectory(Trajectory(answer="Varo"), plain)["conflict_accuracy"] == 1.0

@@ -33,9 +33,9 @@ from tools.text import overlap
 from training import rewards
 
 Mode = Literal["graph", "retrieval", "oracle"]
-METRICS = ("em", "f1", "knowledge_f1", "evidence_f1", "retrieval_accuracy", "evidence_recall",
-           "citation_precision", "format_rate", "searches", "searches_after_miss", "model_calls",
-           "tokens", "seconds")
+METRICS = ("em", "f1", "conflict_accuracy", "knowledge_f1", "evidence_f1", "retrieval_accuracy",
+           "evidence_recall", "citation_precision", "format_rate", "searches",
+           "searches_after_miss", "model_calls", "tokens", "seconds")
 RETRIEVAL_RUNS = ("retrieval-title", "retrieval-sentence")
 HELDOUT_WORLD_SEED = 2  # the generated world evaluations hold out (benchmarks/protocol.py's too)
 Progress = Callable[[ResearchResult], None]
@@ -43,10 +43,12 @@ Progress = Callable[[ResearchResult], None]
 
 def score_trajectory(t: Trajectory, gold: Gold | None = None) -> dict[str, float]:
     """The evaluation metrics of one run (`retrieval_accuracy` is `evidence_recall`, the
-    reward's name for it, reported under both names)."""
+    reward's name for it, reported under both names; `conflict_accuracy` is RAMDocs' rule:
+    every valid answer given and no wrong one — on a task with one answer, that answer)."""
     m = t.metrics
     recall = rewards.retrieval_accuracy(t, gold)
     return {"em": rewards.exact_match(t, gold), "f1": rewards.f1(t, gold),
+            "conflict_accuracy": rewards.conflict_accuracy(t, gold),
             "knowledge_f1": rewards.knowledge_f1(t, gold),
             "evidence_f1": rewards.evidence_f1(t, gold),
             "retrieval_accuracy": recall, "evidence_recall": recall,
