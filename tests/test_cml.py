@@ -84,3 +84,20 @@ def test_cml_teaches_the_tiny_policy_to_rank_gold_first(small_world, kb, make_ti
     rows = [json.loads(x) for x in (tmp_path / "cml" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and {"loss_contrastive", "loss_classification", "loss_writer"} <= set(rows[0])
     assert policy_settings(tmp_path / "cml") == {"prompt_examples": False, "judges_passages": True}
+
+
+def test_sleuth_train_cml_command(sleuth_in_process, make_tiny_policy, small_world, kb, tmp_path):
+    tiny = make_tiny_policy()
+    folder = tmp_path / "tiny"
+    tiny.model.save_pretrained(folder)
+    tiny.tokenizer.save_pretrained(folder)
+    _, tasks = small_world.write(tmp_path / "w")
+    r = sleuth_in_process("train", "cml", str(tasks), "--output", str(tmp_path / "cml"),
+                          "--model", f"hf:{folder}", "--kb", str(kb.path), "-k", "2",
+                          "--limit", "3", "--max-steps", "2", "--lora-r", "4")
+    assert "2 steps" in r.stderr
+    assert policy_settings(tmp_path / "cml")["judges_passages"] is True
+    assert (tmp_path / "cml" / "adapter" / "adapter_model.safetensors").exists()
+    bad = sleuth_in_process("train", "cml", str(tasks), "--output", str(tmp_path / "x"),
+                            "--kb", str(tmp_path / "missing"), check=False)
+    assert bad.returncode != 0 and "no knowledge base" in bad.stderr

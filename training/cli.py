@@ -252,6 +252,42 @@ def sft_command(
               f"policy in {output} (use --model hf:{output})", soft_wrap=True)
 
 
+@train_app.command("cml")
+def cml_command(
+    tasks: Annotated[list[Path], typer.Argument(help="Task JSONL files whose docs carry gold flags.")],
+    output: Annotated[Path, typer.Option("--output", help="Output folder.", callback=writable_folder)],
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "local:smollm2",
+    kb: Annotated[Path | None, typer.Option(
+        "--kb", help="Knowledge base for hard distractors (default: the tasks' own documents).",
+        callback=folder)] = None,
+    distractors: Annotated[int, typer.Option("-k", help="Distractors per gold passage.")] = 4,
+    limit: Annotated[int | None, typer.Option(help="First N tasks of each file.")] = None,
+    minutes: Annotated[float | None, typer.Option(help="Wall-clock budget.")] = None,
+    max_steps: Annotated[int, typer.Option(help="Steps (-1: one pass, or the budget).")] = -1,
+    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank (0: full fine-tune).")] = 8,
+    learning_rate: Annotated[float | None, typer.Option(help="Default 2e-4 (LoRA).")] = None,
+) -> None:
+    """Contrastive multi-task learning: the selector's passage judgments and the writer on
+    blended evidence; the policy then judges passages in research runs."""
+    from tools.corpora import cached_kb, corpus_of
+    from tools.documents import read_tasks
+    from tools.knowledge import KnowledgeBase
+    from training.cml import train_cml
+    from training.policy import lora_config
+
+    if kb is not None and not kb.exists():
+        _fail(f"no knowledge base at {kb}: create one with `sleuth ingest PATH --kb {kb}`")
+    rows = [t for path in tasks for t in read_tasks(path, limit)]
+    knowledge = KnowledgeBase(kb) if kb is not None else cached_kb(corpus_of(rows))
+    stats = train_cml(rows, output_dir=output, model=model, knowledge=knowledge, k=distractors,
+                      peft_config=lora_config(lora_r) if lora_r else None, max_steps=max_steps,
+                      time_budget_s=60 * minutes if minutes else None,
+                      learning_rate=learning_rate)
+    err.print(f"trained on {stats['groups']} groups in {stats['steps']} steps, loss "
+              f"{stats['first_loss']:.3f} -> {stats['last_loss']:.3f}; policy in {output} "
+              f"(use --model hf:{output}: it judges passages by default)", soft_wrap=True)
+
+
 def _minutes(text: str) -> dict[str, float]:
     """`chains=25,grpo=35` as {stage: minutes}."""
     try:
@@ -265,14 +301,14 @@ def pipeline_command(
     output: Annotated[Path, typer.Option("--output", help="Output folder (a folder per stage).",
                                          callback=writable_folder)],
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "local:smollm2",
-    stages: Annotated[str, typer.Option(help="Stages in order: chains, rft, grpo.")] = "chains,grpo",
+    stages: Annotated[str, typer.Option(help="Stages in order: chains, cml, rft, grpo.")] = "chains,grpo",
     minutes: Annotated[str, typer.Option(help="Wall-clock budget per stage.")] = "chains=25,grpo=35",
     lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 8,
     prompt_examples: Annotated[bool, typer.Option(
         help="Train (and later run) with the prompts' worked examples.")] = False,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:
-    """The staged recipe: SFT on rationale chains, (rejection sampling,) GRPO on a curriculum."""
+    """The staged recipe: SFT on rationale chains, (CML, rejection sampling,) GRPO on a curriculum."""
     from training.pipeline import PipelineConfig, run_pipeline
 
     cfg = PipelineConfig(output_dir=str(output), model=model,

@@ -208,6 +208,9 @@ def train_cml(tasks: Iterable[Mapping[str, Any]], *, output_dir: str | Path,
               seed: int = 0, log: Any = None) -> dict[str, Any]:
     """Train the selector's judgments (and the writer on blended evidence); save the policy
     with `judges_passages: true` in its card; returns the training stats."""
+    if k < 1 or groups_per_step < 1:
+        raise ValueError(f"CML needs k >= 1 distractors and groups_per_step >= 1, not {k} and "
+                         f"{groups_per_step}")
     groups = selection_groups(tasks, knowledge=knowledge, k=k, seed=seed)
     if not groups:
         raise ValueError("no task has a gold document and a distractor: CML needs task files "
