@@ -34,9 +34,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 HELDOUT_WORLD = {"seed": 2, "n_tasks": 200, "hops": (2, 3)}
 HOTPOT_TASKS = 100
 EVAL = ResearchConfig(max_rounds=3, max_attempts=2, max_new_tokens=96, temperature=0.0, seed=0)
-ROW_KEYS = ("task_id", "type", "answer", "gold", "em", "f1", "evidence_recall",
-            "citation_precision", "format_rate", "searches", "searches_after_miss",
-            "model_calls", "tokens")
+ROW_KEYS = ("task_id", "type", "answer", "gold", "em", "f1", "conflict_accuracy",
+            "evidence_recall", "evidence_f1", "knowledge_f1", "citation_precision", "format_rate",
+            "searches", "searches_after_miss", "model_calls", "tokens")
 
 
 def suites(limit: int | None = None) -> dict[str, list[dict[str, Any]]]:
@@ -70,8 +70,9 @@ def evaluate_cached(model: str, suite: str, tasks: Sequence[Mapping[str, Any]], 
                     config: ResearchConfig = EVAL, say: Callable[[str], None] = print,
                     engine: str = "transformers") -> dict[str, Any]:
     """`training.evaluate.evaluate` on a suite, kept on disk by its inputs and reused."""
-    parts = [model, digest(weights), mode, config.model_dump(mode="json"), [t["id"] for t in tasks],
-             prompts_digest()]
+    # the config as set, not every field: a field added later (at its default) keeps the key
+    parts = [model, digest(weights), mode, config.model_dump(mode="json", exclude_defaults=True),
+             [t["id"] for t in tasks], prompts_digest()]
     key = json.dumps(parts if engine == "transformers" else [*parts, engine])
     name = f"{suite}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     cached = sleuth_home() / "runs" / "evals" / name
@@ -101,8 +102,9 @@ def summary(rows_: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     def block(rs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         return {"n": len(rs), "em": round(100 * mean(rs, "em"), 1), "f1": round(100 * mean(rs, "f1"), 1),
                 "right": int(sum(float(r["em"] or 0) for r in rs)),
-                **{k: round(mean(rs, k), 3) for k in ("evidence_recall", "format_rate", "searches",
-                                                       "searches_after_miss", "model_calls", "tokens")}}
+                **{k: round(mean(rs, k), 3) for k in (
+                    "evidence_recall", "evidence_f1", "format_rate", "searches",
+                    "searches_after_miss", "model_calls", "tokens")}}
     types = sorted({str(r["type"]) for r in rows_})
     return {"all": block(rows_), **{t: block([r for r in rows_ if str(r["type"]) == t]) for t in types}}
 

@@ -43,6 +43,11 @@ def test_groups_hold_one_gold_and_hard_distractors_from_the_knowledge_base(small
     hard = {p.doc_id for p in kb.search(groups[0].question, k=8)} - gold_per_task[groups[0].question]
     assert {p.doc_id for p in groups[0].distractors} <= hard  # the knowledge base's own results
     assert selection_groups([{"question": "q", "answer": "a", "docs": []}]) == []
+    by_source = selection_groups(tasks, knowledge={tasks[0]["source"]: kb}, k=3)
+    assert [g.distractors for g in by_source] == [g.distractors for g in groups]
+    unmapped = selection_groups(tasks, knowledge={"elsewhere": kb}, k=3)  # the task's own docs
+    own = {d["doc_id"] for t in tasks for d in t["docs"]}
+    assert all({p.doc_id for p in g.distractors} <= own for g in unmapped)
 
 
 def test_blended_writer_sample_cites_the_gold_pages_among_distractors(small_world, kb,

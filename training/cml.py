@@ -75,7 +75,8 @@ def _passage(doc: Mapping[str, Any]) -> Passage:
 def selection_groups(tasks: Iterable[Mapping[str, Any]], *, knowledge: Any = None, k: int = 4,
                      seed: int = 0) -> list[SelectionGroup]:
     """A group per gold document of every task with gold flags: hard distractors from
-    `knowledge.search(question)` first (non-gold documents only), then the task's own."""
+    `knowledge.search(question)` first (non-gold documents only), then the task's own.
+    `knowledge` may be a mapping from a task's `source` to its knowledge base."""
     rng = random.Random(seed)
     groups = []
     for task in tasks:
@@ -84,8 +85,9 @@ def selection_groups(tasks: Iterable[Mapping[str, Any]], *, knowledge: Any = Non
         if not gold_ids:
             continue
         pool: dict[str, Passage] = {}
-        if knowledge is not None:
-            for p in knowledge.search(task["question"], k=2 * k + len(gold_ids)):
+        kb = knowledge.get(task.get("source")) if isinstance(knowledge, Mapping) else knowledge
+        if kb is not None:
+            for p in kb.search(task["question"], k=2 * k + len(gold_ids)):
                 if p.doc_id not in gold_ids:
                     pool.setdefault(p.doc_id, p)
         own = [d for d in docs if not d.get("gold")]

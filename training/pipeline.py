@@ -60,6 +60,7 @@ class PipelineConfig:
         max_rounds=3, max_attempts=2, max_new_tokens=96))
     chain_tasks: int = 400
     cml_tasks: int = 200
+    cml_extra_tasks: list[dict[str, Any]] = field(default_factory=list)  # e.g. a task file's rows
     rft_tasks: int = 48
     rft_temperature: float = 0.3
     first_seed: int = 1_000_000
@@ -103,7 +104,8 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> dict[str, Any]:
         record_file.write_text(json.dumps(record, indent=1) + "\n")
         records[stage] = record
     config = {**{f.name: getattr(cfg, f.name) for f in fields(cfg)
-                 if f.name not in ("model", "research")},
+                 if f.name not in ("model", "research", "cml_extra_tasks")},
+              "cml_extra_tasks": len(cfg.cml_extra_tasks),
               "model": cfg.model if isinstance(cfg.model, str) else cfg.model.model_name,
               "research": cfg.research.model_dump(mode="json")}
     (out / "pipeline.json").write_text(json.dumps({"config": config, "stages": records},
@@ -139,9 +141,16 @@ def _chains(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -
 
 def _cml(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -> dict[str, Any]:
     """The selector's judgments and the writer on blended evidence, on fresh generated tasks
-    with hard distractors from their own knowledge base."""
-    tasks = _training_tasks(cfg, cfg.cml_tasks, offset=200_000)
-    stats = train_cml(tasks, model=chat, knowledge=cached_kb(corpus_of(tasks)),
+    (and `cml_extra_tasks`), hard distractors from each dataset's own knowledge base."""
+    generated = _training_tasks(cfg, cfg.cml_tasks, offset=200_000)
+    extra: dict[str, list[dict[str, Any]]] = {}  # by source: a dataset's own distractors
+    for t in cfg.cml_extra_tasks:
+        extra.setdefault(str(t.get("source")), []).append(t)
+    world_kb = cached_kb(corpus_of(generated))
+    kbs = {**{str(t.get("source")): world_kb for t in generated},
+           **{source: cached_kb(corpus_of(rows)) for source, rows in extra.items()}}
+    tasks = generated + list(cfg.cml_extra_tasks)
+    stats = train_cml(tasks, model=chat, knowledge=kbs,
                       output_dir=folder, time_budget_s=60 * cfg.minutes.get("cml", 0),
                       seed=cfg.seed, log=log)
     return {"tasks": len(tasks), **{k: stats[k] for k in ("groups", "steps", "first_loss",
