@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from graph.console import ErrorsAsLines, err, fail, folder, out, print_json, writable_folder
+from graph.console import ErrorsAsLines, err, fail, folder, out, print_json, writable_file, writable_folder
 
 if TYPE_CHECKING:
     from graph.run import ResearchResult
@@ -309,6 +309,38 @@ def record_cmd(tasks: Annotated[Path, typer.Argument(help="Task JSONL (the ../sh
         results = _record_runs(rows, sources, out_dir, samples=samples,
                                concurrency=concurrency, config=cfg, quiet=json_out)
     _report_record(results, len(rows), samples, out_dir, json_out)
+
+
+@app.command()
+def view(store: Annotated[Path, typer.Argument(help="Trajectory store folder.", callback=folder)],
+         port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 = any free port).")] = 8770,
+         out_file: Annotated[Path | None, typer.Option(
+             "--out", help="Write one self-contained HTML file and exit instead of serving.",
+             callback=writable_file)] = None,
+         limit: Annotated[int, typer.Option(help="Show the latest N trajectories.")] = 500,
+         tokenizer: Annotated[str | None, typer.Option(
+             help="Model spec or folder whose tokenizer decodes the recorded token ids "
+             "(default: each run's own model).")] = None,
+         ) -> None:
+    """Browse a trajectory store in a web page: filters, timelines, rewards, groups side by side."""
+    from graph.store import TrajectoryStore
+    from graph.viewer import Viewer, url_of
+
+    if not (store / "trajectories.jsonl").exists():
+        fail(f"no trajectory store at {store} (record one with `sleuth record`)")
+    viewer = Viewer(TrajectoryStore(store), limit=limit, tokenizer=tokenizer)
+    if out_file is not None:
+        viewer.write(out_file)
+        err.print(f"wrote {out_file}", soft_wrap=True)
+        return
+    server = viewer.server(port)
+    err.print(f"viewing {store} at {url_of(server)}  (Ctrl-C stops)", soft_wrap=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        err.print("stopped")
+    finally:
+        server.server_close()
 
 
 def _mount_training() -> None:
