@@ -13,7 +13,7 @@ from langchain_core.runnables import ensure_config
 from pydantic import BaseModel
 
 from agents.models import LocalChatModel
-from agents.prompting import load_template, render_messages
+from agents.prompting import declared_stops, load_template, render_messages
 from agents.schemas import Counters
 
 PARSED_EVENT = "sleuth.parsed"
@@ -50,6 +50,9 @@ class Agent:
                             f"got {type(model).__name__} (see agents.load_chat_model)")
         self.model = model
         self.template = load_template(prompt or self.role)
+        declared = declared_stops(self.template)
+        if declared is not None:  # the prompt file knows where its replies end
+            self.stop = declared
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.examples = examples

@@ -195,6 +195,7 @@ class LocalChatModel(BaseChatModel):
     max_new_tokens: int = 256
     prompt_examples: bool = True  # False for a policy trained on the formats (see POLICY_CARD)
     judges_passages: bool = False  # True for a policy trained to judge passages (training.cml)
+    prompts: dict[str, str] = {}  # role -> prompt file a policy was trained on (see POLICY_CARD)
     seed: int | None = None
     batch_window_ms: float = 5.0
     engine: str = "transformers"  # or "ct2-int8", "openai" (agents.engines)
@@ -364,7 +365,8 @@ POLICY_CARD = "sleuth.json"
 def read_policy_card(folder: str | Path) -> dict[str, Any]:
     """What a trained policy's folder says about how to run it (`sleuth.json`; {} if none):
     `prompt_examples: false` when it was trained on prompts without worked examples,
-    `judges_passages: true` when it was trained to judge passages for the selector."""
+    `judges_passages: true` when it was trained to judge passages for the selector,
+    `prompts: {role: prompt}` for roles trained on another prompt file than the role's own."""
     path = Path(str(folder)) / POLICY_CARD
     if not path.is_file():
         return {}
@@ -375,11 +377,15 @@ def read_policy_card(folder: str | Path) -> dict[str, Any]:
     return card if isinstance(card, dict) else {}
 
 
-def policy_settings(folder: str | Path) -> dict[str, bool]:
+def policy_settings(folder: str | Path) -> dict[str, Any]:
     """The `LocalChatModel` settings a policy card gives (defaults for an untrained model)."""
     card = read_policy_card(folder)
+    prompts = card.get("prompts") or {}
+    if not isinstance(prompts, dict):
+        raise ValueError(f"{Path(str(folder)) / POLICY_CARD}: prompts must map roles to prompt names")
     return {"prompt_examples": bool(card.get("prompt_examples", True)),
-            "judges_passages": bool(card.get("judges_passages", False))}
+            "judges_passages": bool(card.get("judges_passages", False)),
+            "prompts": {str(k): str(v) for k, v in prompts.items()}}
 
 
 def load_local(spec: ModelSpec, **kwargs: Any) -> LocalChatModel:

@@ -2,7 +2,8 @@
 
 A prompt file (`agents/prompts/<role>.jinja`, or any path) defines the blocks `system`,
 worked examples `example_user_1`, `example_assistant_1`, `example_user_2`, ... (135M-parameter
-models follow a tag format only when shown one), and `user`. Rendering is strict: a missing
+models follow a tag format only when shown one), and `user`; an optional `stop` block lists
+the strings that end a reply, one per line (else the role's own). Rendering is strict: a missing
 variable raises. Everything before `user` does not depend on the task, so its KV cache is
 computed once and shared by every call of the role: examples cost prefill only once.
 """
@@ -57,6 +58,13 @@ def neutralize(text: str) -> str:
 
 def _block(template: jinja2.Template, name: str, context: dict[str, Any]) -> str:
     return "".join(template.blocks[name](template.new_context(context))).strip()
+
+
+def declared_stops(template: jinja2.Template) -> list[str] | None:
+    """The stop strings a prompt file declares in an optional `stop` block (one per line)."""
+    if "stop" not in template.blocks:
+        return None
+    return [line.strip() for line in _block(template, "stop", {}).splitlines() if line.strip()]
 
 
 def brief(passage: Any, words: int = 60) -> dict[str, str]:

@@ -11,6 +11,13 @@ from agents.prompting import brief
 from agents.schemas import Citation, WriterInput, WriterUpdate
 from tools.types import Passage
 
+REASONED = "writer_reasoned"  # the prompt whose reply states the linking facts, then the answer
+
+
+def reasoned_reply(reasons: str, answer: str) -> str:
+    """A reply in the reasoned writer's format: the cited facts, then the short answer."""
+    return f"{reasons}\n<answer>{answer}</answer>"
+
 
 def cite(cited: Iterable[int], evidence: Sequence[Passage]) -> tuple[list[Citation], int]:
     """Citations for the numbers that point at an evidence passage, and how many did not."""
@@ -34,7 +41,6 @@ class Writer(Agent):
 
     role = "writer"
     input_model = WriterInput
-    stop = ["</answer>"]  # the answer closes the reply: nothing after it is read
 
     def __init__(self, model: Any, *, max_evidence: int = 5, passage_words: int = 60,
                  max_new_tokens: int = 128, **kwargs: Any):

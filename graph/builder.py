@@ -228,11 +228,13 @@ def resolve_tools(tools: Sequence[Any], cfg: ResearchConfig) -> list[BaseTool]:
     return out
 
 
-def _writer(chat: BaseChatModel | None, cfg: ResearchConfig, opts: dict[str, Any]) -> Role:
-    """The writer stage `cfg.writer` names: the single Writer or the debate (agents.debate)."""
+def _writer(chat: BaseChatModel | None, cfg: ResearchConfig, opts: dict[str, Any],
+            prompt: str | None = None) -> Role:
+    """The writer stage `cfg.writer` names: the single Writer (with the policy's own writer
+    prompt, if it names one) or the debate (agents.debate)."""
     if cfg.writer == "debate":
         return DebateWriter(chat, rounds=cfg.debate_rounds, max_debaters=cfg.max_debaters, **opts)
-    return Writer(chat, max_evidence=cfg.evidence_k, **opts)
+    return Writer(chat, max_evidence=cfg.evidence_k, prompt=prompt, **opts)
 
 
 def build_research_graph(*, planner: Role | None = None, searcher: Role | None = None,
@@ -253,16 +255,18 @@ def build_research_graph(*, planner: Role | None = None, searcher: Role | None =
         examples = bool(getattr(chat, "prompt_examples", True))
     opts: dict[str, Any] = {"temperature": cfg.temperature, "examples": examples}
     cap = {"max_new_tokens": cfg.max_new_tokens} if cfg.max_new_tokens else {}
-    planner = planner or Planner(chat, max_subquestions=cfg.max_subquestions, **opts, **cap)
+    prompts = dict(getattr(chat, "prompts", None) or {})  # a trained policy's own prompt files
+    planner = planner or Planner(chat, max_subquestions=cfg.max_subquestions,
+                                 prompt=prompts.get("planner"), **opts, **cap)
     searcher = searcher or Searcher(chat, resolve_tools(tools, cfg), k=cfg.k,
                                     max_attempts=cfg.max_attempts, relevance=cfg.relevance,
-                                    **opts, **cap)
+                                    prompt=prompts.get("searcher"), **opts, **cap)
     judge = cfg.judge_passages
     if judge is None:  # the policy's own card decides: judge only when trained to (CML)
         judge = bool(getattr(chat, "judges_passages", False))
     selector = selector or Selector(chat if judge else None, k=cfg.evidence_k, judge=judge,
-                                    examples=examples)
-    writer = writer or _writer(chat, cfg, {**opts, **cap})
+                                    examples=examples, prompt=prompts.get("selector"))
+    writer = writer or _writer(chat, cfg, {**opts, **cap}, prompts.get("writer"))
 
     g = StateGraph(ResearchState, input_schema=ResearchInput, output_schema=ResearchOutput)
     g.add_node("plan", _node(planner, _plan_pre, _plan_post, cfg))

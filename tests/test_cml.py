@@ -88,7 +88,8 @@ def test_cml_teaches_the_tiny_policy_to_rank_gold_first(small_world, kb, make_ti
     assert after["gold_ranked_first"] >= before["gold_ranked_first"]
     rows = [json.loads(x) for x in (tmp_path / "cml" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and {"loss_contrastive", "loss_classification", "loss_writer"} <= set(rows[0])
-    assert policy_settings(tmp_path / "cml") == {"prompt_examples": False, "judges_passages": True}
+    assert policy_settings(tmp_path / "cml") == {"prompt_examples": False, "judges_passages": True,
+                                                 "prompts": {"writer": "writer_reasoned"}}
 
 
 def test_sleuth_train_cml_command(sleuth_in_process, make_tiny_policy, small_world, kb, tmp_path):

@@ -312,3 +312,26 @@ def test_a_policy_trained_to_judge_passages_judges_them_by_default(kb, small_wor
     off = Judging()
     research(question, model=off, knowledge=kb, config=cfg.model_copy(update={"judge_passages": False}))
     assert "selector" not in off.calls
+
+
+def test_a_policy_runs_with_the_prompt_files_its_card_names(kb, small_world):
+    """`prompts` on the model (from a policy card) picks a role's prompt file, and a prompt's
+    `stop` block ends that role's replies."""
+    seen: list[tuple[str, list[str] | None]] = []
+
+    class Reasoned(ScriptedChatModel):
+        prompts: dict = {"writer": "writer_reasoned"}
+
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            seen.append((str(messages[0].content), stop))
+            return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    research(small_world.tasks[0]["question"], model=Reasoned(), knowledge=kb,
+             config=ResearchConfig(search_mode="fts", max_attempts=1))
+    system, stop = next((s, st) for s, st in seen if s.startswith("You answer questions"))
+    assert "First write one sentence that links the facts" in system and stop == ["</answer>"]
+    seen.clear()
+    research(small_world.tasks[0]["question"], model=type("Plain", (Reasoned,), {})(prompts={}),
+             knowledge=kb, config=ResearchConfig(search_mode="fts", max_attempts=1))
+    system, stop = next((s, st) for s, st in seen if s.startswith("You answer questions"))
+    assert "First write the short answer" in system or "links the facts" in system

@@ -38,9 +38,11 @@ def test_pipeline_runs_its_stages_on_one_adapter_and_resumes(make_tiny_policy, t
     assert json.loads((out / "chains" / "sleuth.json").read_text())["judges_passages"] is False
     card = json.loads((out / "grpo" / "sleuth.json").read_text())
     # trained without the worked examples; CML taught it to judge passages, GRPO kept that
-    assert card == {"prompt_examples": False, "judges_passages": True}
+    assert card == {"prompt_examples": False, "judges_passages": True,
+                    "prompts": {"writer": "writer_reasoned"}}  # the chains' writer format
     loaded = load_chat_model(f"hf:{out / 'grpo'}")
     assert loaded.prompt_examples is False and loaded.judges_passages is True
+    assert loaded.prompts == {"writer": "writer_reasoned"}
     summary = json.loads((out / "pipeline.json").read_text())
     assert list(summary["stages"]) == ["chains", "cml", "grpo"] and summary["config"]["lora_r"] == 4
     # a second run finds every stage done: nothing is trained again

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.models import LocalChatModel, policy_settings
+from agents.writer import REASONED
 from graph.config import ResearchConfig
 from graph.run import research_many
 from tools.corpora import cached_kb, corpus_of
@@ -85,6 +86,7 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     chat = load_policy(cfg.model, peft_config=lora_config(cfg.lora_r))
     chat.prompt_examples = cfg.prompt_examples
+    chat.prompts = {**chat.prompts, "writer": REASONED}  # the chains' writer format
     records: dict[str, Any] = {}
     for stage in cfg.stages:
         folder = out / stage
@@ -92,7 +94,8 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> dict[str, Any]:
         if record_file.exists():
             log(f"{stage}: done earlier, loading its adapter")
             restore_weights(chat, folder / "adapter")  # the stage's adapter, into the live one
-            chat.judges_passages = policy_settings(folder)["judges_passages"]
+            card = policy_settings(folder)
+            chat.judges_passages, chat.prompts = card["judges_passages"], card["prompts"]
             records[stage] = json.loads(record_file.read_text())
             continue
         t0 = time.perf_counter()

@@ -114,11 +114,12 @@ def restore_weights(chat: LocalChatModel, path: str | Path) -> None:
 def save_policy(chat: LocalChatModel, path: str | Path) -> Path:
     """Save a trained policy as a plain HF folder, loadable with `hf:DIR` (LoRA merged into
     a copy; the adapter itself kept in `DIR/adapter/`), with its policy card (`sleuth.json`:
-    whether it runs with the prompts' worked examples, whether it judges passages)."""
+    whether it runs with the prompts' worked examples, whether it judges passages, which prompt
+    files it was trained on)."""
     path = Path(path)
     model = chat.model
     card = json.dumps({"prompt_examples": chat.prompt_examples,
-                       "judges_passages": chat.judges_passages}) + "\n"
+                       "judges_passages": chat.judges_passages, "prompts": chat.prompts}) + "\n"
     if is_peft(model):
         model.save_pretrained(path / "adapter")
         (path / "adapter" / POLICY_CARD).write_text(card)

@@ -8,7 +8,8 @@ searcher and writer send it their real prompts (with the passages really retriev
 answers as a policy that knows the chain would — ask the next hop whose page is not in the
 evidence yet, search that hop's query (another wording after a miss), stop when every hop's
 page is in hand, state each hop's fact citing its page and then the gold answer (the
-rationale comes before the answer, so the answer is conditioned on it). So demonstrations
+rationale comes before the answer, so the answer is conditioned on it: the reasoned writer
+prompt, which the trained policy's card then names). So demonstrations
 carry the prompts the policy will see, and a miss in retrieval becomes a demonstrated retry.
 Runs whose answer is not exactly right (a hop's page never surfaced) are dropped.
 
@@ -29,6 +30,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict
 
+from agents.writer import REASONED, reasoned_reply
 from graph.config import ResearchConfig
 from graph.run import research_many
 from graph.trajectory import Trajectory
@@ -59,6 +61,7 @@ class ChainTeacher(BaseChatModel):
 
     chains: dict[str, list[list[dict[str, str]]]]  # by normalised question
     answers: dict[str, str]
+    prompts: dict[str, str] = {"writer": REASONED}  # the graph renders the reasoned writer
 
     @classmethod
     def for_tasks(cls, tasks: Iterable[Mapping[str, Any]]) -> ChainTeacher:
@@ -105,9 +108,9 @@ class ChainTeacher(BaseChatModel):
         numbers = {m.group(2): int(m.group(1)) for m in _EVIDENCE.finditer(prompt)}
         hops = [h for chain in self.chains[key] for h in chain]
         if any(h["title"] not in numbers for h in hops):
-            return "The evidence does not hold every step.\n<answer>unknown</answer>"
+            return reasoned_reply("The evidence does not hold every step.", "unknown")
         facts = " ".join(f"{h['fact']} [{numbers[h['title']]}]." for h in hops)
-        return f"{facts}\n<answer>{self.answers[key]}</answer>"
+        return reasoned_reply(facts, self.answers[key])
 
 
 def demonstrations(tasks: Iterable[Mapping[str, Any]], *, knowledge: Any = None, web: Any = None,
