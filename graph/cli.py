@@ -113,6 +113,29 @@ def serve_corpus(path: Annotated[Path, typer.Argument(help="Corpus or task JSONL
 
 
 @app.command()
+def serve(model: Annotated[str, typer.Option(
+              help="Model spec to serve (local:..., hf:DIR).")] = "local:smollm2",
+          port: Annotated[int, typer.Option(help="Port (0 = any free port).")] = 8000,
+          host: Annotated[str, typer.Option(help="Address to bind (loopback unless you "
+                                            "open it).")] = "127.0.0.1",
+          name: Annotated[str | None, typer.Option(help="Model name clients ask for "
+                                                   "(default: the model's own).")] = None,
+          api_key: Annotated[str | None, typer.Option(
+              "--api-key", envvar="SLEUTH_API_KEY", help="Require this bearer key.")] = None,
+          ) -> None:
+    """Serve a policy as an OpenAI-compatible API (/v1/chat/completions, logprobs, usage)."""
+    from agents.serve import PolicyServer
+
+    with err.status(f"loading {model} ..."):
+        server = PolicyServer(model, host=host, port=port, name=name, api_key=api_key)
+    err.print(f"serving {server.name} at {server.url}  (OpenAI-compatible: "
+              f"ChatOpenAI(model={server.name!r}, base_url={server.url!r}); Ctrl-C stops)",
+              soft_wrap=True, highlight=False, markup=False)
+    server.serve_forever()
+    err.print("stopped")
+
+
+@app.command()
 def world(seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
           tasks: Annotated[int, typer.Option(help="Number of questions.")] = 50,
           out_dir: Annotated[Path, typer.Option("--out", help="Output folder.",
