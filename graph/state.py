@@ -9,7 +9,9 @@ contracts (`agents.schemas`): their field names are keys of this state.
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
+
+from typing_extensions import TypedDict  # pydantic reads its schema on Python 3.11 (Studio's form)
 
 from agents.schemas import Citation, Counters, QueryRecord
 from tools.types import Passage

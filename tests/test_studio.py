@@ -97,9 +97,6 @@ def test_without_a_source_the_graph_still_builds_and_a_run_says_what_is_missing(
         graph.invoke({"question": "Who founded the observatory?"})
 
 
-@pytest.mark.xfail(strict=True, reason="graph/state.py declares ResearchInput/ResearchOutput with "
-                   "typing.TypedDict; pydantic (and so LangGraph Server's /schemas, Studio's input "
-                   "form) needs typing_extensions.TypedDict on Python 3.11")
 def test_studio_can_read_the_graphs_input_schema(env):
     from graph.studio import studio_graph
 
