@@ -51,14 +51,21 @@ SLEUTH_ADAPTER = Path(__file__).parent / "adapters" / "smollm2-sleuth"
 _ROLE = {"human": "user", "ai": "assistant", "system": "system", "tool": "user"}
 
 
+def converted_smollm2() -> Path | None:
+    """SmolLM2-135M-Instruct's converted HF folder if a run made it already, else None."""
+    target = sleuth_home() / "models" / "smollm2-135m-instruct"
+    return target if (target / "config.json").exists() else None
+
+
 def smollm2_folder() -> Path:
     """An HF folder of SmolLM2-135M-Instruct, converted from the wheel's GGUF on first use.
 
     GGUF loading parses the file in Python (~35 s here); the saved folder reloads in ~0.5 s.
     """
+    done = converted_smollm2()
+    if done is not None:
+        return done
     target = sleuth_home() / "models" / "smollm2-135m-instruct"
-    if (target / "config.json").exists():
-        return target
     # find the package without importing it: its __init__ needs llm and llama-cpp, not wanted
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:

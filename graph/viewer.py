@@ -72,8 +72,7 @@ def row(t: Trajectory) -> dict[str, Any]:
 def load_tokenizer(spec: str) -> Any:
     """The tokenizer of a local model spec (`local:smollm2`, `hf:FOLDER`, a folder) from this
     machine, weights unread; raises LookupError saying why there is none."""
-    from agents.models import parse_spec
-    from tools.paths import sleuth_home
+    from agents.models import converted_smollm2, parse_spec
 
     try:
         parsed = parse_spec(spec if ":" in spec else f"hf:{spec}")
@@ -83,10 +82,10 @@ def load_tokenizer(spec: str) -> Any:
         raise LookupError(f"{spec} is served by an API: its tokenizer is not on this machine")
     # smollm2_folder() converts the GGUF on first use, loading the weights: only a folder it
     # already converted serves here
-    source = (sleuth_home() / "models" / "smollm2-135m-instruct" if parsed.kind == "local"
-              else Path(parsed.name).expanduser())
-    if parsed.kind == "local" and not (source / "config.json").exists():
+    converted = converted_smollm2() if parsed.kind == "local" else None
+    if parsed.kind == "local" and converted is None:
         raise LookupError("SmolLM2 is not converted yet (the first run of local:smollm2 does it)")
+    source = converted or Path(parsed.name).expanduser()
     try:
         from transformers import AutoTokenizer
 

@@ -64,7 +64,7 @@ def test_serve_corpus_and_fetch_through_it(sleuth, tmp_path):
 def test_help_lists_every_command_the_training_ones_mounted_lazily(sleuth):
     top = sleuth("--help").stdout
     for command in ("ingest", "search", "fetch", "serve-corpus", "world", "ask", "record",
-                    "eval", "train"):
+                    "view", "serve", "eval", "train"):
         assert f"│ {command} " in top, command
     assert "--mode" in sleuth("search", "--help").stdout
 
