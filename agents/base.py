@@ -70,9 +70,12 @@ class Agent:
                 kwargs["temperature"] = self.temperature
         metadata = {**(ensure_config().get("metadata") or {}), "sleuth_role": self.role,
                     "sleuth_call_id": call_id}
+        # API servers (OpenAI, vLLM) cut the stop string that ended a reply out of its text,
+        # and the closing tag or `<done>` is what the parsers read: they get no stop strings
+        stop = self.stop if isinstance(self.model, LocalChatModel) else None
         try:
             msg = self.model.invoke(messages, config={"metadata": metadata, "run_name": self.role},
-                                    stop=self.stop, **kwargs)
+                                    stop=stop, **kwargs)
         except Exception as e:  # noqa: BLE001 - a failed call is an observation, not a crash
             return Reply(call_id=call_id, error=f"{type(e).__name__}: {e}")
         usage = msg.usage_metadata or {}

@@ -92,7 +92,9 @@ def _items(text: str) -> list[str]:
 def parse_plan(text: str, max_items: int = 3) -> Plan:
     """`<subquestions>` numbered list `</subquestions>`, or `<done>`."""
     text = _reply(text)
-    if find_tag(text, "done", ("open", "empty")):
+    done = find_tag(text, "done", ("open", "empty"))
+    listed = find_tag(text, "subquestions")
+    if done and (listed is None or done.start() < listed.start()):  # the first decision counts
         return Plan(done=True, ok=True)
     block, closed = _tag(text, "subquestions")
     items = list(dict.fromkeys(_items(block if block is not None else text)))[:max_items]

@@ -159,3 +159,9 @@ def test_selector_keeps_the_page_that_answers_each_sub_question():
     kept = Selector(k=2)(state).evidence
     assert [p.doc_id for p in kept] == ["ada", "uz"]
     assert "uz" not in [p.doc_id for p in Selector(k=2)({**state, "sub_questions": []}).evidence]
+
+
+def test_the_planners_first_decision_counts():
+    assert parse_plan("<done>\n<subquestions>\n1. Who?\n</subquestions>").done
+    late = parse_plan("<subquestions>\n1. Who?\n</subquestions>\nor maybe <done>")
+    assert not late.done and late.sub_questions == ["Who?"] and late.ok

@@ -315,8 +315,11 @@ def test_a_policy_trained_to_judge_passages_judges_them_by_default(kb, small_wor
 
 
 def test_a_policy_runs_with_the_prompt_files_its_card_names(kb, small_world):
-    """`prompts` on the model (from a policy card) picks a role's prompt file, and a prompt's
-    `stop` block ends that role's replies."""
+    """`prompts` on the model (from a policy card) picks a role's prompt file; a prompt's `stop`
+    block sets where that role's local replies end; API models get no stop strings (servers
+    cut the matched one out of the text, and the parsers read the closing tags)."""
+    from agents import Writer
+
     seen: list[tuple[str, list[str] | None]] = []
 
     class Reasoned(ScriptedChatModel):
@@ -328,10 +331,7 @@ def test_a_policy_runs_with_the_prompt_files_its_card_names(kb, small_world):
 
     research(small_world.tasks[0]["question"], model=Reasoned(), knowledge=kb,
              config=ResearchConfig(search_mode="fts", max_attempts=1))
-    system, stop = next((s, st) for s, st in seen if s.startswith("You answer questions"))
-    assert "First write one sentence that links the facts" in system and stop == ["</answer>"]
-    seen.clear()
-    research(small_world.tasks[0]["question"], model=type("Plain", (Reasoned,), {})(prompts={}),
-             knowledge=kb, config=ResearchConfig(search_mode="fts", max_attempts=1))
-    system, stop = next((s, st) for s, st in seen if s.startswith("You answer questions"))
-    assert "First write the short answer" in system or "links the facts" in system
+    writer_systems = [system for system, _ in seen if system.startswith("You answer questions")]
+    assert writer_systems and all("links the facts" in s for s in writer_systems)
+    assert all(stop is None for _, stop in seen)
+    assert Writer(Reasoned(), prompt="writer_reasoned").stop == ["</answer>"]
