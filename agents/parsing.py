@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from agents.schemas import Draft, Plan, SearchAction, Verdict
+from agents.schemas import Draft, Plan, SearchAction, SectionDraft, Verdict
 from tools.text import clean_text
 
 # `information` is no action of ours, but it is the retrieved-text block of the Search-R1 format
@@ -139,3 +139,28 @@ def parse_draft(text: str) -> Draft:
         report, ok = text.strip(), False
     cited = list(dict.fromkeys(int(n) for n in _CITE.findall(report)))
     return Draft(answer=answer, report=report, cited=cited, ok=ok)
+
+
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?:\s*\[\d{1,9}\])*(?=\s|$)")
+
+
+def parse_section(text: str, cut: bool = False) -> SectionDraft:
+    """A report section: the reply's text (action tags and heading marks removed) citing `[n]`;
+    a reply `cut` off by the token budget ends at its last whole sentence (if it has one)."""
+    text = tag_pattern().sub("", _reply(text))
+    lines = [line.strip().lstrip("#").strip() for line in text.strip().splitlines()]
+    body = "\n".join(line for line in lines if line).strip()
+    ends = [m.end() for m in _SENTENCE_END.finditer(body)] if cut else []
+    if ends and ends[-1] < len(body):
+        body = body[:ends[-1]]
+    cited = list(dict.fromkeys(int(n) for n in _CITE.findall(body)))
+    return SectionDraft(text=body, cited=cited, ok=bool(body))
+
+
+def replace_citations(text: str, new: Callable[[int], str]) -> str:
+    """The text with every citation `[n]` replaced by `new(n)` (an empty string drops it).
+
+    >>> replace_citations("Lenn [1] was born in Varo [7].", lambda n: "[2]" if n == 1 else "")
+    'Lenn [2] was born in Varo .'
+    """
+    return _CITE.sub(lambda m: new(int(m.group(1))), text)

@@ -45,6 +45,14 @@ class Draft(BaseModel):
     ok: bool = True
 
 
+class SectionDraft(BaseModel):
+    """The reporter's reply: a section's paragraph and the evidence numbers it cites."""
+
+    text: str = ""
+    cited: list[int] = Field(default_factory=list)
+    ok: bool = True
+
+
 class Citation(BaseModel):
     """A numbered citation in a report, pointing at a passage retrieved in this run."""
 
@@ -133,6 +141,16 @@ class WriterInput(BaseModel):
     question: str
     evidence: list[Passage] = Field(default_factory=list)
     passages: list[Passage] = Field(default_factory=list)
+    seed: int | None = None
+
+
+class ReporterInput(BaseModel):
+    """What the reporter reads for one section: the question, the section's topic (a
+    sub-question, or the summary with the short answer) and the evidence it may cite."""
+
+    question: str
+    topic: str
+    evidence: list[Passage] = Field(default_factory=list)
     seed: int | None = None
 
 

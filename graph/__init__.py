@@ -10,7 +10,8 @@ from typing import Any
 
 _EXPORTS = {
     "build_research_graph": "graph.builder", "ResearchConfig": "graph.config",
-    "TrajectoryRecorder": "graph.recording", "ResearchResult": "graph.run",
+    "TrajectoryRecorder": "graph.recording", "Report": "graph.report",
+    "write_report": "graph.report", "ResearchResult": "graph.run",
     "aresearch": "graph.run", "research": "graph.run", "research_many": "graph.run",
     "ResearchOutput": "graph.state", "ResearchState": "graph.state",
     "TrajectoryStore": "graph.store", "ModelStep": "graph.trajectory",

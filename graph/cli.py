@@ -28,7 +28,7 @@ app = typer.Typer(name="sleuth", help="Deep research by cooperating agents whose
 
 @app.command()
 def ingest(paths: Annotated[list[Path], typer.Argument(help="Files or folders (.jsonl, .txt, "
-                                                               ".md, .html).")],
+                                                               ".md, .html, .pdf).")],
            kb: Annotated[Path, typer.Option("--kb", help="Knowledge-base folder.",
                                             callback=writable_folder)],
            json_out: Annotated[bool, typer.Option("--json", help="Print stats as JSON.")] = False,
@@ -235,6 +235,12 @@ def ask(question: Annotated[str, typer.Argument(help="The question to research."
         writer: Annotated[str, typer.Option(help="Writer stage: single or debate (one agent "
                                             "per document, then an aggregator).")] = "single",
         json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+        report: Annotated[bool, typer.Option(
+            "--report", help="Then write a long-form Markdown report (a summary and a section "
+            "per sub-question, numbered citations, sources) to --out.")] = False,
+        out_file: Annotated[Path | None, typer.Option(
+            "--out", help="With --report: the Markdown file to write.",
+            callback=writable_file)] = None,
         ) -> None:
     """Research a question with the planner, searcher, selector and writer agents."""
     from graph.config import ResearchConfig
@@ -243,6 +249,8 @@ def ask(question: Annotated[str, typer.Argument(help="The question to research."
 
     if kb is None and web is None:
         fail("give a source: --kb DIR (see `sleuth ingest`) and/or --web SEARXNG_URL")
+    if report != (out_file is not None):
+        fail("--report writes its Markdown to --out FILE.md: give both or neither")
     cfg = ResearchConfig(model=model, max_rounds=max_rounds, temperature=temperature, seed=seed,
                          writer=_writer_kind(writer))
     store = TrajectoryStore(record) if record else None
@@ -252,12 +260,31 @@ def ask(question: Annotated[str, typer.Argument(help="The question to research."
             if line:
                 err.print(line, highlight=False, soft_wrap=True)
                 status.update("thinking ...")
-        result = research(question, knowledge=kb, web=web, config=cfg, store=store,
-                          on_event=None if json_out else show)
+        result = research(question, knowledge=kb, web=web, config=cfg,
+                          store=None if report else store, on_event=None if json_out else show)
+    written = _write_report(result, model, cfg, out_file, store) if out_file else {}
     if json_out:
-        print_json(_result_json(result))
+        print_json({**_result_json(result), **written})
     else:
         _print_result(result)
+
+
+def _write_report(result: ResearchResult, model: str, cfg: Any, path: Path,
+                  store: Any) -> dict[str, Any]:
+    """Write `ask --report`'s Markdown file; store the trajectory with the reporter's calls."""
+    from graph.report import write_report
+
+    with err.status("writing the report ..."):
+        rep = write_report(result, model, temperature=cfg.temperature, seed=cfg.seed)
+    path.write_text(rep.markdown, encoding="utf-8")
+    if store is not None and rep.trajectory is not None:
+        store.append(rep.trajectory)
+        result.trajectory_id = rep.trajectory.id
+    dropped = f", {rep.dropped_citations} citation(s) to passages not retrieved dropped"
+    err.print(f"wrote the report to {path}: {len(rep.sections)} sections, {len(rep.sources)} "
+              f"sources{dropped if rep.dropped_citations else ''}", soft_wrap=True, highlight=False)
+    return {"report_file": str(path), "report_sections": len(rep.sections),
+            "report_sources": len(rep.sources), "report_dropped_citations": rep.dropped_citations}
 
 
 def _read_task_file(tasks: Path, limit: int | None) -> list[dict[str, Any]]:

@@ -47,8 +47,8 @@ def test_bad_input_is_a_clear_error(tmp_path):
         list(load_documents([bad]))
     with pytest.raises(FileNotFoundError):
         list(load_documents([tmp_path / "nope"]))
-    (tmp_path / "x.pdf").write_bytes(b"%PDF")
+    (tmp_path / "x.docx").write_bytes(b"PK\x03\x04")
     with pytest.raises(ValueError, match="unsupported file type"):
-        list(load_documents([tmp_path / "x.pdf"]))
+        list(load_documents([tmp_path / "x.docx"]))
     with pytest.raises(ValueError):
         Document(doc_id=" ", text="x")

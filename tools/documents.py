@@ -2,7 +2,8 @@
 
 `Document` is what the knowledge base ingests and the corpus server serves. `load_documents`
 reads the task JSONL format of `../shared/data` (its `docs`), corpus JSONL lines
-(`{id|doc_id, title, text, url?}`), `.txt`, `.md` and `.html` files, and folders of them.
+(`{id|doc_id, title, text, url?}`), `.txt`, `.md`, `.html` and `.pdf` files (PDFs with the
+`pdf` extra, capped in bytes and pages: `tools.extract.extract_pdf`), and folders of them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from tools.text import clean_data, clean_text
 TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
 HTML_SUFFIXES = {".html", ".htm"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | JSONL_SUFFIXES
+PDF_SUFFIXES = {".pdf"}
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | JSONL_SUFFIXES | PDF_SUFFIXES
 
 
 def content_id(title: str, text: str, prefix: str = "") -> str:
@@ -116,6 +118,23 @@ def _read_html(path: Path, root: Path) -> Document | None:
                     url=path.resolve().as_uri(), metadata={"source": "file"})
 
 
+def _read_pdf(path: Path, root: Path) -> Document | None:
+    from tools.errors import ToolError
+    from tools.extract import MAX_PDF_BYTES, extract_pdf
+
+    size = path.stat().st_size
+    if size > MAX_PDF_BYTES:  # refused before it is read into memory
+        raise ToolError(f"{path} is a {size:,}-byte PDF, over the {MAX_PDF_BYTES:,}-byte cap",
+                        kind="too_large", target=str(path))
+    extracted = extract_pdf(path.read_bytes(), name=str(path))
+    if extracted is None:  # a scan: pages of images, no text layer
+        return None
+    rel = path.relative_to(root).as_posix() if path != root else path.name
+    return Document(doc_id=rel, title=extracted.title or path.stem.replace("_", " "),
+                    text=extracted.text, url=path.resolve().as_uri(),
+                    metadata={"source": "file", **extracted.metadata})
+
+
 def iter_files(paths: Iterable[str | Path]) -> Iterator[tuple[Path, Path]]:
     """Yield `(file, root)` for every supported file under the given files and folders."""
     for p in map(Path, paths):
@@ -141,6 +160,8 @@ def load_documents(paths: Iterable[str | Path]) -> Iterator[Document]:
             docs: Iterable[Document | None] = _read_jsonl(f)
         elif suffix in HTML_SUFFIXES:
             docs = [_read_html(f, root)]
+        elif suffix in PDF_SUFFIXES:
+            docs = [_read_pdf(f, root)]
         else:
             docs = [_read_text(f, root)]
         for doc in docs:

@@ -29,13 +29,16 @@ from urllib.parse import urljoin
 import httpx
 
 from tools.errors import ToolError, URLRefused
-from tools.extract import extract_html
+from tools.extract import extract_html, extract_pdf, is_pdf
 from tools.types import Page, SearchHit
 
 USER_AGENT = "sleuth/0.1 (research agent; +https://github.com/sleuth-ai/sleuth)"
 DEFAULT_MAX_BYTES = 2_000_000
 DEFAULT_TOTAL_TIMEOUT = 30.0
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
+PDF_TYPES = {"application/pdf", "application/x-pdf"}
+# servers that do not know a file's type send these; a PDF among them is read as one
+UNTYPED = {"application/octet-stream", "binary/octet-stream", "application/download"}
 ALLOW_HOSTS_ENV = "SLEUTH_ALLOW_HOSTS"
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -402,6 +405,8 @@ def check_url(url: str, allow: Iterable[str] = frozenset()) -> None:
 
 def _content_type(headers: httpx.Headers, body: bytes) -> str:
     ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+    if (not ctype or ctype in UNTYPED) and is_pdf(body):
+        return "application/pdf"
     if ctype:
         return ctype
     head = body[:512].lstrip().lower()
@@ -432,6 +437,8 @@ def _to_page(url: str, requested: str, resp: httpx.Response, body: bytes, trunca
             raise ToolError(f"no readable text in {url}", kind="empty", target=url)
         return Page(title=extracted.title, text=extracted.text, metadata=extracted.metadata,
                     **common)
+    if ctype in PDF_TYPES:
+        return _pdf_page(url, body, truncated, common)
     if ctype.startswith("text/"):
         try:
             text = body.decode(_charset(resp.headers), errors="replace")
@@ -440,8 +447,22 @@ def _to_page(url: str, requested: str, resp: httpx.Response, body: bytes, trunca
         if not text.strip() or "\x00" in text[:4096]:
             raise ToolError(f"{url} has no readable text", kind="empty", target=url)
         return Page(title="", text=text.strip(), **common)
-    raise ToolError(f"{url} is {ctype}, not a web page (only HTML and plain text are read)",
+    raise ToolError(f"{url} is {ctype}, not a web page (only HTML, PDF and plain text are read)",
                     kind="content_type", target=url)
+
+
+def _pdf_page(url: str, body: bytes, truncated: bool, common: dict[str, Any]) -> Page:
+    """A PDF's text (its first `tools.extract.MAX_PDF_PAGES` pages); a PDF cut at the byte
+    cap cannot be parsed (its index is at the end), so that is a `too_large` ToolError."""
+    if truncated:
+        raise ToolError(f"{url} is a PDF larger than the {len(body):,}-byte cap: raise max_bytes "
+                        "(sleuth fetch --max-bytes)", kind="too_large", target=url)
+    extracted = extract_pdf(body, name=url, max_bytes=len(body))  # the fetch's cap applied
+    if extracted is None:
+        raise ToolError(f"{url} is a PDF without a text layer (a scan?)", kind="empty", target=url)
+    return Page(title=extracted.title, text=extracted.text, metadata=extracted.metadata,
+                **{**common, "content_type": "application/pdf",
+                   "truncated": bool(extracted.metadata.get("pages_truncated"))})
 
 
 def _retryable(status: int) -> bool:

@@ -93,6 +93,8 @@ def eval_command(
 
 train_app = typer.Typer(help="Train a local policy on research trajectories.", no_args_is_help=True)
 MODEL_HELP = "local:smollm2, local:smollm2-sleuth (continues its adapter with --lora) or hf:<folder>."
+REPORT_TO_HELP = ("Also log the metrics to these trackers, comma-separated (TrainingArguments' "
+                  "report_to): tensorboard (events in OUTPUT/runs/), wandb, all or none.")
 ENGINE_HELP = ("What samples the rollouts: transformers (in-process, exact), ct2-int8 (CTranslate2 "
                "int8 on the CPU) or openai (a vLLM server: --engine-url, --served-model).")
 
@@ -170,6 +172,7 @@ def grpo_command(
         "--eval-tasks", help="Held-out task JSONL for --eval-every (default: the generated "
         "world of seed 2, never trained on).")] = None,
     eval_size: Annotated[int, typer.Option(help="Held-out tasks per evaluation (the first N).")] = 20,
+    report_to: Annotated[str, typer.Option("--report-to", help=REPORT_TO_HELP)] = "none",
 ) -> None:
     """Online trajectory-level GRPO through the research graph."""
     from rich.progress import Progress
@@ -190,6 +193,7 @@ def grpo_command(
                        scale_rewards=scale_rewards, dynamic_sampling=dynamic_sampling,
                        rollout_engine=engine, rollout_engine_options=_server(engine_url, served_model),
                        eval_strategy="steps" if eval_every else "no", eval_steps=eval_every or None,
+                       report_to=_trackers(report_to),
                        **({"learning_rate": learning_rate} if learning_rate else {}))
     with Progress(console=err) as progress:
         trainer = ResearchGRPOTrainer(model, None, args, rows, per_role=per_role,
@@ -200,6 +204,11 @@ def grpo_command(
     err.print(f"trained policy in {output} (use --model hf:{output}); metrics in "
               f"{output / 'metrics.jsonl'}{' (held-out rows: eval_*)' if eval_every else ''}, "
               f"curves in {output / 'curves.png'}", soft_wrap=True)
+
+
+def _trackers(report_to: str) -> list[str]:
+    """`--report-to tensorboard,wandb` as TrainingArguments' `report_to` list."""
+    return [name.strip() for name in report_to.split(",") if name.strip()] or ["none"]
 
 
 def _server(url: str | None, served_model: str | None) -> dict[str, str]:
@@ -236,6 +245,8 @@ def sft_command(
     lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 16,
     epochs: Annotated[float, typer.Option(help="Epochs over the kept completions.")] = 1.0,
     learning_rate: Annotated[float | None, typer.Option(help="Default 2e-5 (2e-4 with --lora).")] = None,
+    report_to: Annotated[str, typer.Option("--report-to", help=REPORT_TO_HELP.replace(
+        "OUTPUT/runs/", "OUTPUT/trainer/runs/"))] = "none",
 ) -> None:
     """Rejection-sampling fine-tuning on recorded trajectories (completion tokens only)."""
     from graph.store import TrajectoryStore
@@ -246,7 +257,8 @@ def sft_command(
         _fail(f"no trajectory store at {trajectories} (record one with `sleuth record`)")
     stats = train_sft(TrajectoryStore(trajectories), output_dir=output, model=model,
                       min_reward=min_reward, epochs=epochs, learning_rate=learning_rate,
-                      peft_config=lora_config(lora_r) if lora else None)
+                      peft_config=lora_config(lora_r) if lora else None,
+                      report_to=_trackers(report_to))
     err.print(f"trained on {stats['samples']} completions of {stats['trajectories']} "
               f"trajectories, loss {stats['first_loss']:.3f} -> {stats['last_loss']:.3f}; "
               f"policy in {output} (use --model hf:{output})", soft_wrap=True)
@@ -266,6 +278,7 @@ def cml_command(
     max_steps: Annotated[int, typer.Option(help="Steps (-1: one pass, or the budget).")] = -1,
     lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank (0: full fine-tune).")] = 8,
     learning_rate: Annotated[float | None, typer.Option(help="Default 2e-4 (LoRA).")] = None,
+    report_to: Annotated[str, typer.Option("--report-to", help=REPORT_TO_HELP)] = "none",
 ) -> None:
     """Contrastive multi-task learning: the selector's passage judgments and the writer on
     blended evidence; the policy then judges passages in research runs."""
@@ -282,7 +295,7 @@ def cml_command(
     stats = train_cml(rows, output_dir=output, model=model, knowledge=knowledge, k=distractors,
                       peft_config=lora_config(lora_r) if lora_r else None, max_steps=max_steps,
                       time_budget_s=60 * minutes if minutes else None,
-                      learning_rate=learning_rate)
+                      learning_rate=learning_rate, report_to=_trackers(report_to))
     err.print(f"trained on {stats['groups']} groups in {stats['steps']} steps, loss "
               f"{stats['first_loss']:.3f} -> {stats['last_loss']:.3f}; policy in {output} "
               f"(use --model hf:{output}: it judges passages by default)", soft_wrap=True)

@@ -16,7 +16,8 @@ documents. Three objectives train together on the policy:
   answer from the right passage among wrong ones.
 
 TRL has no trainer for a contrastive objective over a chat model's verdict logits, so this is a
-short torch loop (AdamW over the trainable parameters, a wall-clock budget, `metrics.jsonl`).
+short torch loop (AdamW over the trainable parameters, a wall-clock budget, `metrics.jsonl`,
+and the trackers `report_to` names, as `training.trackers` logs them for GRPO).
 The saved policy's card says `judges_passages: true`; with `ResearchConfig(judge_passages=None)`
 (the default) the selector then asks the model about each passage.
 """
@@ -41,6 +42,7 @@ from tools import device as devices
 from tools.types import Passage
 from training.policy import is_peft, load_policy, save_policy, trainable_parameters
 from training.rationales import chains_of
+from training.trackers import MetricsLogger, report_targets, tensorboard_dir
 
 VERDICTS = ("yes", "no")  # the selector prompt's two replies (agents/prompts/selector.jinja)
 LEARNING_RATE = {False: 2e-5, True: 2e-4}  # full fine-tune, LoRA (as in SFT)
@@ -209,9 +211,13 @@ def train_cml(tasks: Iterable[Mapping[str, Any]], *, output_dir: str | Path,
               peft_config: Any = None, k: int = 4, groups_per_step: int = 2,
               learning_rate: float | None = None, max_steps: int = -1,
               time_budget_s: float | None = None, weights: CMLWeights = EQUAL,
-              seed: int = 0, log: Any = None) -> dict[str, Any]:
+              seed: int = 0, log: Any = None,
+              report_to: str | Sequence[str] | None = "none") -> dict[str, Any]:
     """Train the selector's judgments (and the writer on blended evidence); save the policy
-    with `judges_passages: true` in its card; returns the training stats."""
+    with `judges_passages: true` in its card; returns the training stats. Each step's row goes
+    to `output_dir/metrics.jsonl` and to the trackers `report_to` names ("tensorboard",
+    "wandb", as in TrainingArguments)."""
+    report_targets(report_to)  # a tracker named but not installed fails before the model loads
     if k < 1 or groups_per_step < 1:
         raise ValueError(f"CML needs k >= 1 distractors and groups_per_step >= 1, not {k} and "
                          f"{groups_per_step}")
@@ -228,7 +234,10 @@ def train_cml(tasks: Iterable[Mapping[str, Any]], *, output_dir: str | Path,
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng, t0, step, rows = random.Random(seed), time.perf_counter(), 0, []
-    with (out / "metrics.jsonl").open("a") as metrics:
+    settings = {"k": k, "groups_per_step": groups_per_step, "max_steps": max_steps, "seed": seed,
+                "learning_rate": opt.param_groups[0]["lr"], "weights": vars(weights)}
+    with (out / "metrics.jsonl").open("a") as metrics, MetricsLogger(
+            report_to, tensorboard_dir(out), config=settings) as trackers:
         while step != max_steps:
             batch = [groups[(step * groups_per_step + i) % len(groups)] for i in range(groups_per_step)]
             loss, row = cml_loss(chat, batch, rng, weights)
@@ -241,6 +250,7 @@ def train_cml(tasks: Iterable[Mapping[str, Any]], *, output_dir: str | Path,
             rows.append(row)
             metrics.write(json.dumps(row) + "\n")
             metrics.flush()
+            trackers.log(row)
             if log:
                 log(f"cml step {step}: loss {row['loss']:.3f}, gold first {row['gold_ranked_first']:.2f}")
             if time_budget_s is not None and time.perf_counter() - t0 >= time_budget_s:

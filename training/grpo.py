@@ -16,6 +16,8 @@ With `eval_dataset` (held-out tasks) and TrainingArguments' `eval_strategy="step
 `eval_steps=N`, every N steps the policy answers the held-out tasks greedily and their EM,
 knowledge F1, retrieval accuracy and the rest of `training.evaluate`'s metrics are logged as
 an eval row (keys `eval_*`, as TRL's trainers prefix them) and drawn in `curves.png`.
+Every row also goes to the trackers TrainingArguments' `report_to` names (TensorBoard, W&B:
+`training.trackers.MetricsLogger`), as a TRL trainer's logs do.
 
 What comes from TRL, and why not its trainer: the hyperparameters are TRL's `GRPOConfig`
 (learning rate, `epsilon`/`epsilon_high` clipping, `beta` KL, `loss_type`, `num_iterations`,
@@ -69,6 +71,7 @@ from training.policy import (
     trainable_parameters,
 )
 from training.shared_prefix import PrefixNode, SharedPrefix, prefix_tree
+from training.trackers import MetricsLogger, report_targets, tensorboard_dir
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -457,7 +460,8 @@ class ResearchGRPOTrainer:
     accuracy and the rest of `training.evaluate.METRICS` named `eval_*`, goes to
     `metrics.jsonl` after that step's row and to `on_evaluate`.
 
-    `output_dir` receives `metrics.jsonl`, `curves.png`, `checkpoint-N/` every
+    `output_dir` receives `metrics.jsonl` (and, as `args.report_to` says, TensorBoard events
+    in `runs/` and a W&B run), `curves.png`, `checkpoint-N/` every
     `args.save_steps` steps, and the final policy (loadable with `--model hf:DIR`; with LoRA
     the adapter is merged there and also kept in `adapter/`).
     """
@@ -493,6 +497,8 @@ class ResearchGRPOTrainer:
                           "evaluation does not measure generalisation", stacklevel=2)
         self.output_dir = Path(args.output_dir)
         self.metrics_file = self.output_dir / "metrics.jsonl"
+        report_targets(args.report_to)  # a tracker named but not installed fails before loading
+        self._trackers: MetricsLogger | None = None
         self.policy = load_policy(model, peft_config=peft_config)
         engine = getattr(args, "rollout_engine", "transformers")
         if engine != "transformers" and (engine, getattr(args, "rollout_engine_options", {})) != (
@@ -530,7 +536,10 @@ class ResearchGRPOTrainer:
         """
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._start(resume_from_checkpoint)
-        with self._open_sources() as sources, self._open_eval_sources() as eval_sources:
+        with (MetricsLogger(self.args.report_to, tensorboard_dir(self.output_dir, self.args),
+                            run_name=self.args.run_name, config=self.args.to_dict()) as trackers,
+              self._open_sources() as sources, self._open_eval_sources() as eval_sources):
+            self._trackers = trackers
             self._sources_kwargs, self._eval_sources_kwargs = sources, eval_sources
             if self.sampler is not None and hasattr(sources.get("knowledge"), "ingest"):
                 self._growing_kb = sources["knowledge"]  # fresh tasks bring their documents
@@ -542,7 +551,7 @@ class ResearchGRPOTrainer:
                     self.evaluate()
                 if self.args.save_steps and self.state.step % int(self.args.save_steps) == 0:
                     self._save_checkpoint()
-            self._eval_sources_kwargs = None
+            self._eval_sources_kwargs, self._trackers = None, None
         self.policy.weights_changed()
         if self.state.history or self.state.eval_history:
             plot_curves(self.state.rows(), self.output_dir / "curves.png")
@@ -723,6 +732,8 @@ class ResearchGRPOTrainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with self.metrics_file.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
+        if self._trackers is not None:  # inside train(): TensorBoard, W&B as report_to says
+            self._trackers.log(row)
 
     def _save_checkpoint(self) -> Path:
         if self.sampler is not None and hasattr(self.sampler, "state_dict"):

@@ -89,7 +89,8 @@ def train_sft(trajectories: TrajectoryStore | list[Trajectory], *, output_dir: s
               roles: list[str] | None = None, peft_config: LoraConfig | None = None,
               epochs: float = 1.0, learning_rate: float | None = None, batch_size: int = 4,
               max_steps: int = -1, time_budget_s: float | None = None, lora: bool = False,
-              lora_r: int = 16, balance: bool = False, **sft_args: Any) -> dict[str, Any]:
+              lora_r: int = 16, balance: bool = False,
+              report_to: str | list[str] = "none", **sft_args: Any) -> dict[str, Any]:
     """Fine-tune on the completions of high-reward trajectories; returns the training stats.
 
     The policy comes from `training.policy.load_policy`: LoRA with `peft_config` (e.g.
@@ -98,7 +99,9 @@ def train_sft(trajectories: TrajectoryStore | list[Trajectory], *, output_dir: s
     is saved to `output_dir` as a plain HF folder (loadable with `--model hf:DIR`; a LoRA
     adapter is merged there and kept in `adapter/`). With `time_budget_s`, training stops
     after the first optimiser step that ends past it; `balance` trains every role equally
-    often (`training.data.balance_roles`). Other keyword arguments go to TRL's `SFTConfig`.
+    often (`training.data.balance_roles`). `report_to` is TrainingArguments' ("tensorboard",
+    "wandb", "all"; TensorBoard events go to `output_dir/trainer/runs/`). Other keyword
+    arguments go to TRL's `SFTConfig`.
     """
     from trl import SFTConfig, SFTTrainer
 
@@ -113,7 +116,7 @@ def train_sft(trajectories: TrajectoryStore | list[Trajectory], *, output_dir: s
     # gradient checkpointing (TRL's default) only recomputes the forward of a model this small
     args = SFTConfig(output_dir=str(out / "trainer"), **trainer_settings(),
                      gradient_checkpointing=False,
-                     report_to="none", per_device_train_batch_size=batch_size,
+                     report_to=report_to, per_device_train_batch_size=batch_size,
                      num_train_epochs=epochs, max_steps=max_steps,
                      learning_rate=learning_rate or LEARNING_RATE[is_peft(chat.model)],
                      logging_steps=1, save_strategy="no", max_length=None, **sft_args)
