@@ -289,6 +289,7 @@ class DebateWriter:
 
     Its documents are the selected evidence (or the best retrieved passages when none was
     selected), grouped by document, at most `max_debaters`; citations are numbers into them.
+    The debaters run on `model`, the aggregator on `aggregator_model` (default: `model`).
     """
 
     role = "debate"
@@ -296,9 +297,11 @@ class DebateWriter:
 
     def __init__(self, model: Any, *, rounds: int = 2, max_debaters: int = 5,
                  passage_words: int = 120, debater_prompt: str | None = None,
-                 aggregator_prompt: str | None = None, **kwargs: Any):
+                 aggregator_prompt: str | None = None, aggregator_model: Any = None,
+                 **kwargs: Any):
         self.debater = Debater(model, passage_words=passage_words, prompt=debater_prompt, **kwargs)
-        self.aggregator = Aggregator(model, prompt=aggregator_prompt, **kwargs)
+        self.aggregator = Aggregator(aggregator_model if aggregator_model is not None else model,
+                                     prompt=aggregator_prompt, **kwargs)
         self.graph = build_debate_graph(debater=self.debater, aggregator=self.aggregator,
                                         rounds=rounds, max_debaters=max_debaters)
 

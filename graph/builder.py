@@ -7,6 +7,10 @@
 The writer stage is the single `Writer`, or with `ResearchConfig(writer="debate")` the
 MADAM-RAG debate (`agents.debate.DebateWriter`: a graph of its own, run inside `write`).
 
+Each role runs on its own chat model when one is named for it (`models={"writer": ...}` or
+`ResearchConfig.models`, specs or objects; `role_models` loads each distinct spec once), else
+on `model`.
+
 Any role may be replaced by any callable `(state) -> update` (sync or async). A role whose
 first parameter is annotated with a pydantic model (as the agents' `PlannerInput`,
 `SearchRequest`, ... are) receives that model built from the state, as LangGraph does for
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -34,8 +38,10 @@ from pydantic import BaseModel
 
 from agents import DebateWriter, Planner, Searcher, Selector, Writer, as_tool, load_chat_model
 from agents.schemas import Counters, SearchRequest
-from graph.config import ResearchConfig
+from agents.tools import tool_name
+from graph.config import ROLES, ResearchConfig
 from graph.state import ResearchInput, ResearchOutput, ResearchState
+from tools.cache import CachedRetriever
 from tools.knowledge import KnowledgeBase
 from tools.retrievers import WebRetriever
 from tools.types import SearchBackend
@@ -216,11 +222,14 @@ def _passthrough(state: Any, cfg: ResearchConfig) -> tuple[Any, None]:
 
 
 def resolve_tools(tools: Sequence[Any], cfg: ResearchConfig) -> list[BaseTool]:
-    """Knowledge bases, web retrievers, search backends or LangChain tools -> tools."""
+    """Knowledge bases (also behind a cache), web retrievers, search backends or LangChain
+    tools -> tools."""
     out: list[BaseTool] = []
     for t in tools:
         if isinstance(t, KnowledgeBase):
             out.append(as_tool(t, mode=cfg.search_mode))
+        elif isinstance(t, CachedRetriever) and isinstance(t.retriever, KnowledgeBase):
+            out.append(as_tool(t, name=tool_name(t.retriever), mode=cfg.search_mode))
         elif isinstance(t, SearchBackend):
             out.append(as_tool(WebRetriever(t, pages=cfg.web_pages)))
         else:
@@ -228,45 +237,123 @@ def resolve_tools(tools: Sequence[Any], cfg: ResearchConfig) -> list[BaseTool]:
     return out
 
 
-def _writer(chat: BaseChatModel | None, cfg: ResearchConfig, opts: dict[str, Any],
-            prompt: str | None = None) -> Role:
+_FALLBACK = {"debater": "writer", "aggregator": "writer"}  # a debate serves the writer's model
+ModelLike = str | BaseChatModel  # a model spec (agents.models.parse_spec) or a chat model
+
+
+def _named(role: str, named: Mapping[str, ModelLike]) -> ModelLike | None:
+    """The model named for `role` (or for the role it falls back to), else None."""
+    for r in (role, _FALLBACK.get(role)):
+        if r is not None and named.get(r) is not None:
+            return named[r]
+    return None
+
+
+def role_models(roles: Iterable[str], *, model: ModelLike | None = None,
+                models: Mapping[str, ModelLike] | None = None,
+                config: ResearchConfig | None = None) -> dict[str, BaseChatModel]:
+    """The chat model of each role: `models` (specs or objects), else `config.models`, else
+    `model` (else `config.model`); each distinct spec is loaded once."""
+    cfg = config or ResearchConfig()
+    named = {**cfg.models, **(models or {})}
+    unknown = sorted(set(named) - set(ROLES))
+    if unknown:
+        raise ValueError(f"models= names unknown roles {unknown}: the roles are {', '.join(ROLES)}")
+    default = model if model is not None else cfg.model
+    loaded: dict[str, BaseChatModel] = {}
+
+    def load(spec: ModelLike) -> BaseChatModel:
+        if isinstance(spec, BaseChatModel):
+            return spec
+        if spec not in loaded:
+            loaded[spec] = load_chat_model(spec)
+        return loaded[spec]
+
+    return {r: load(_named(r, named) or default) for r in roles}
+
+
+def graph_roles(config: ResearchConfig | None = None, *, replaced: Iterable[str] = (),
+                models: Mapping[str, ModelLike] | None = None) -> list[str]:
+    """The roles of the research graph that need a chat model, the `replaced` ones left out.
+
+    The selector needs one when it judges passages; with `judge_passages=None` the selector's
+    model card decides, so it is read when the selector's model is named or another role here
+    loads the default model anyway.
+    """
+    cfg = config or ResearchConfig()
+    gone = set(replaced)
+    need = [r for r in ("planner", "searcher") if r not in gone]
+    if "writer" not in gone:
+        need += ["debater", "aggregator"] if cfg.writer == "debate" else ["writer"]
+    named = {**cfg.models, **(models or {})}
+    if "selector" not in gone and cfg.judge_passages is not False and (
+            cfg.judge_passages or _named("selector", named) is not None
+            or any(_named(r, named) is None for r in need)):
+        need.append("selector")
+    return need
+
+
+def _role_opts(chat: BaseChatModel | None, cfg: ResearchConfig) -> dict[str, Any]:
+    """Temperature, and whether the prompt shows worked examples (the model's own preference
+    unless the config says)."""
+    examples = cfg.prompt_examples
+    if examples is None:
+        examples = bool(getattr(chat, "prompt_examples", True))
+    return {"temperature": cfg.temperature, "examples": examples}
+
+
+def _prompt(chat: BaseChatModel | None, role: str) -> str | None:
+    """A trained policy's own prompt file for `role` (its card names it), else None."""
+    return dict(getattr(chat, "prompts", None) or {}).get(role)
+
+
+def _writer(chats: Mapping[str, BaseChatModel], cfg: ResearchConfig, cap: dict[str, Any]) -> Role:
     """The writer stage `cfg.writer` names: the single Writer (with the policy's own writer
-    prompt, if it names one) or the debate (agents.debate)."""
+    prompt, if it names one) or the debate (agents.debate), each role on its own model."""
     if cfg.writer == "debate":
-        return DebateWriter(chat, rounds=cfg.debate_rounds, max_debaters=cfg.max_debaters, **opts)
-    return Writer(chat, max_evidence=cfg.evidence_k, prompt=prompt, **opts)
+        debater, aggregator = chats["debater"], chats["aggregator"]
+        return DebateWriter(debater, aggregator_model=aggregator, rounds=cfg.debate_rounds,
+                            max_debaters=cfg.max_debaters, **_role_opts(debater, cfg), **cap)
+    chat = chats["writer"]
+    return Writer(chat, max_evidence=cfg.evidence_k, prompt=_prompt(chat, "writer"),
+                  **_role_opts(chat, cfg), **cap)
 
 
 def build_research_graph(*, planner: Role | None = None, searcher: Role | None = None,
                          selector: Role | None = None, writer: Role | None = None,
-                         tools: Sequence[Any] = (), model: str | BaseChatModel | None = None,
+                         tools: Sequence[Any] = (), model: ModelLike | None = None,
+                         models: Mapping[str, ModelLike] | None = None,
                          config: ResearchConfig | None = None, checkpointer: Any = None,
                          name: str = "research") -> Any:
-    """Compile the research graph; any role may be any `(state) -> update` callable."""
+    """Compile the research graph; any role may be any `(state) -> update` callable, and any
+    role may have its own model (`models={"writer": chat_or_spec}`, else `config.models`)."""
     cfg = config or ResearchConfig()
-    needs_model = (planner is None or writer is None or searcher is None
-                   or (selector is None and cfg.judge_passages))
-    chat = load_chat_model(model if model is not None else cfg.model) if needs_model else None
+    replaced = [r for r, fn in (("planner", planner), ("searcher", searcher),
+                                ("selector", selector), ("writer", writer)) if fn is not None]
+    chats = role_models(graph_roles(cfg, replaced=replaced, models=models), model=model,
+                        models=models, config=cfg)
     if searcher is None and not tools:
         raise ValueError("build_research_graph needs tools= (a KnowledgeBase, a search backend, "
                          "a WebRetriever or LangChain tools) or a searcher= callable")
-    examples = cfg.prompt_examples
-    if examples is None:
-        examples = bool(getattr(chat, "prompt_examples", True))
-    opts: dict[str, Any] = {"temperature": cfg.temperature, "examples": examples}
     cap = {"max_new_tokens": cfg.max_new_tokens} if cfg.max_new_tokens else {}
-    prompts = dict(getattr(chat, "prompts", None) or {})  # a trained policy's own prompt files
-    planner = planner or Planner(chat, max_subquestions=cfg.max_subquestions,
-                                 prompt=prompts.get("planner"), **opts, **cap)
-    searcher = searcher or Searcher(chat, resolve_tools(tools, cfg), k=cfg.k,
-                                    max_attempts=cfg.max_attempts, relevance=cfg.relevance,
-                                    prompt=prompts.get("searcher"), **opts, **cap)
-    judge = cfg.judge_passages
-    if judge is None:  # the policy's own card decides: judge only when trained to (CML)
-        judge = bool(getattr(chat, "judges_passages", False))
-    selector = selector or Selector(chat if judge else None, k=cfg.evidence_k, judge=judge,
-                                    examples=examples, prompt=prompts.get("selector"))
-    writer = writer or _writer(chat, cfg, {**opts, **cap}, prompts.get("writer"))
+    if planner is None:
+        chat = chats["planner"]
+        planner = Planner(chat, max_subquestions=cfg.max_subquestions,
+                          prompt=_prompt(chat, "planner"), **_role_opts(chat, cfg), **cap)
+    if searcher is None:
+        chat = chats["searcher"]
+        searcher = Searcher(chat, resolve_tools(tools, cfg), k=cfg.k,
+                            max_attempts=cfg.max_attempts, relevance=cfg.relevance,
+                            prompt=_prompt(chat, "searcher"), **_role_opts(chat, cfg), **cap)
+    if selector is None:
+        chat = chats.get("selector")
+        judge = cfg.judge_passages
+        if judge is None:  # the policy's own card decides: judge only when trained to (CML)
+            judge = bool(getattr(chat, "judges_passages", False))
+        selector = Selector(chat if judge else None, k=cfg.evidence_k, judge=judge,
+                            examples=_role_opts(chat, cfg)["examples"],
+                            prompt=_prompt(chat, "selector"))
+    writer = writer or _writer(chats, cfg, cap)
 
     g = StateGraph(ResearchState, input_schema=ResearchInput, output_schema=ResearchOutput)
     g.add_node("plan", _node(planner, _plan_pre, _plan_post, cfg))

@@ -15,7 +15,18 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from graph.console import ErrorsAsLines, err, fail, folder, out, print_json, writable_file, writable_folder
+from graph.console import (
+    ErrorsAsLines,
+    err,
+    fail,
+    folder,
+    knowledge_base,
+    out,
+    print_json,
+    writable_file,
+    writable_folder,
+    writable_knowledge_base,
+)
 
 if TYPE_CHECKING:
     from graph.run import ResearchResult
@@ -29,8 +40,9 @@ app = typer.Typer(name="sleuth", help="Deep research by cooperating agents whose
 @app.command()
 def ingest(paths: Annotated[list[Path], typer.Argument(help="Files or folders (.jsonl, .txt, "
                                                                ".md, .html, .pdf).")],
-           kb: Annotated[Path, typer.Option("--kb", help="Knowledge-base folder.",
-                                            callback=writable_folder)],
+           kb: Annotated[str, typer.Option("--kb", help="Knowledge-base folder or LanceDB URI "
+                                           "(s3://, gs://, az://, db://, file://).",
+                                           callback=writable_knowledge_base)],
            json_out: Annotated[bool, typer.Option("--json", help="Print stats as JSON.")] = False,
            ) -> None:
     """Chunk, embed and store documents in a LanceDB knowledge base."""
@@ -48,7 +60,8 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files or folders (.
 
 @app.command()
 def search(query: Annotated[str, typer.Argument(help="What to look for.")],
-           kb: Annotated[Path, typer.Option("--kb", help="Knowledge-base folder.", callback=folder)],
+           kb: Annotated[str, typer.Option("--kb", help="Knowledge-base folder or LanceDB URI.",
+                                           callback=knowledge_base)],
            k: Annotated[int, typer.Option("-k", help="Number of passages.")] = 5,
            mode: Annotated[str, typer.Option(help="hybrid, vector or fts.")] = "hybrid",
            where: Annotated[str | None, typer.Option(
@@ -58,7 +71,7 @@ def search(query: Annotated[str, typer.Argument(help="What to look for.")],
     """Search a knowledge base."""
     from tools.knowledge import KnowledgeBase
 
-    if not kb.exists():
+    if isinstance(kb, Path) and not kb.exists():
         fail(f"no knowledge base at {kb}: create one with `sleuth ingest PATH --kb {kb}`")
     hits = KnowledgeBase(kb).search(query, k=k, mode=mode, where=where)  # type: ignore[arg-type]
     if json_out:
@@ -95,9 +108,9 @@ def fetch(url: Annotated[str, typer.Argument(help="An http(s) URL.")],
 def serve_corpus(path: Annotated[Path, typer.Argument(help="Corpus or task JSONL (or a folder).")],
                  port: Annotated[int, typer.Option(help="Port (0 = any free port).")] = 8765,
                  host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-                 kb: Annotated[Path | None, typer.Option(
-                     "--kb", help="Rank with this knowledge base instead of BM25.",
-                     callback=folder)] = None,
+                 kb: Annotated[str | None, typer.Option(
+                     "--kb", help="Rank with this knowledge base (folder or LanceDB URI) "
+                     "instead of BM25.", callback=knowledge_base)] = None,
                  ) -> None:
     """Serve a corpus as HTML pages with a SearXNG-compatible /search endpoint."""
     from tools.corpus_server import CorpusServer
@@ -221,12 +234,91 @@ def _writer_kind(writer: str) -> Any:
     return writer
 
 
+RoleModel = Annotated[str | None, typer.Option(
+    help="Model spec for this role (default: --model).", show_default=False)]
+CACHE_MODES = ("record", "replay")
+
+
+def _role_models(planner: str | None, searcher: str | None, selector: str | None,
+                 writer: str | None) -> dict[str, str]:
+    """`--model-ROLE` options as `ResearchConfig.models` (the roles given)."""
+    named = {"planner": planner, "searcher": searcher, "selector": selector, "writer": writer}
+    return {role: spec for role, spec in named.items() if spec}
+
+
+def _checkpointer(thread_id: str | None, db: Path | None, approve: bool) -> Any:
+    """SQLite checkpoints for a run with a thread id (it resumes from them); in memory for a
+    plan approval alone; else none."""
+    from graph.run import sqlite_checkpointer
+
+    if thread_id is None and db is not None:
+        fail("--checkpoint-db keeps the checkpoints of a --thread-id ID: give one")
+    if thread_id is not None:
+        return sqlite_checkpointer(db)
+    if approve:
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        return InMemorySaver()
+    return None
+
+
+def _tool_cache(folder_: Path | None, mode: str | None) -> Any:
+    """`--cache DIR --cache-mode record|replay` as a `ToolCache` (DIR/tools.sqlite), or None."""
+    if folder_ is None:
+        if mode is not None:
+            fail("--cache-mode needs --cache DIR")
+        return None
+    if (mode or "record") not in CACHE_MODES:
+        fail(f"--cache-mode is record or replay, not {mode!r}")
+    from tools.cache import ToolCache
+
+    return ToolCache(folder_ / "tools.sqlite", mode=mode or "record")  # type: ignore[arg-type]
+
+
+def _plan_answer(line: str) -> Any:
+    """A typed answer to a plan: Enter keeps it (True), `n` stops (False), else the new
+    sub-questions, separated by `;`."""
+    line = line.strip()
+    if line.lower() in ("n", "no"):
+        return False
+    asked = [q.strip() for q in line.split(";") if q.strip()]
+    return asked or True
+
+
+def _approver(status: Any, thread_id: str | None) -> Any:
+    """`research(approve=...)` for the terminal: shows each plan, reads the answer on stdin."""
+    import click
+
+    def approve(payload: dict[str, Any]) -> Any:
+        status.stop()
+        err.print(f"[bold]plan[/bold] round {payload.get('round')} for approval:", highlight=False)
+        for i, q in enumerate(payload.get("plan") or [], 1):
+            err.print(f"  {i}. {escape(q)}", highlight=False, soft_wrap=True)
+        try:
+            line = typer.prompt("Enter accepts, n stops, or type sub-questions separated by ';'",
+                                default="", show_default=False, err=True)
+        except click.exceptions.Abort:
+            again = f"; resume with --thread-id {thread_id}" if thread_id else ""
+            fail(f"stopped at the plan approval{again}")
+        status.start()
+        return _plan_answer(line)
+    return approve
+
+
 @app.command()
 def ask(question: Annotated[str, typer.Argument(help="The question to research.")],
-        kb: Annotated[Path | None, typer.Option("--kb", help="Knowledge-base folder.",
-                                                callback=folder)] = None,
-        web: Annotated[str | None, typer.Option(help="SearXNG-compatible search URL.")] = None,
-        model: Annotated[str, typer.Option(help="Model spec.")] = "local:smollm2",
+        kb: Annotated[str | None, typer.Option(
+            "--kb", help="Knowledge-base folder or LanceDB URI (s3://, gs://, az://, db://, "
+            "file://).", callback=knowledge_base)] = None,
+        web: Annotated[str | None, typer.Option(
+            help="Web search: a SearXNG-compatible URL (or searxng:URL), brave: "
+            "(BRAVE_API_KEY) or tavily: (TAVILY_API_KEY).")] = None,
+        model: Annotated[str, typer.Option(
+            help="Model spec (every role not given its own).")] = "local:smollm2",
+        model_planner: RoleModel = None,
+        model_searcher: RoleModel = None,
+        model_selector: RoleModel = None,
+        model_writer: RoleModel = None,
         record: Annotated[Path | None, typer.Option(help="Store the trajectory in this folder.",
                                                     callback=writable_folder)] = None,
         max_rounds: Annotated[int, typer.Option(help="Research rounds.")] = 3,
@@ -241,6 +333,23 @@ def ask(question: Annotated[str, typer.Argument(help="The question to research."
         out_file: Annotated[Path | None, typer.Option(
             "--out", help="With --report: the Markdown file to write.",
             callback=writable_file)] = None,
+        thread_id: Annotated[str | None, typer.Option(
+            help="Keep checkpoints under this id; run again with it to resume a crashed or "
+            "stopped run.")] = None,
+        checkpoint_db: Annotated[Path | None, typer.Option(
+            help="With --thread-id: the SQLite checkpoint file (default "
+            "$SLEUTH_HOME/checkpoints.sqlite).", callback=writable_file)] = None,
+        approve: Annotated[bool, typer.Option(
+            "--approve", help="Show each plan for approval: Enter accepts, n stops, or type "
+            "new sub-questions.")] = False,
+        cache: Annotated[Path | None, typer.Option(
+            help="Record or replay the run's searches and page fetches in this folder.",
+            callback=writable_folder)] = None,
+        cache_mode: Annotated[str | None, typer.Option(
+            help="With --cache: record (default) or replay (nothing is sent).")] = None,
+        judge_passages: Annotated[bool | None, typer.Option(
+            "--judge-passages/--no-judge-passages", help="Let the model judge each passage "
+            "in the selector (default: the policy's card decides).", show_default=False)] = None,
         ) -> None:
     """Research a question with the planner, searcher, selector and writer agents."""
     from graph.config import ResearchConfig
@@ -248,11 +357,15 @@ def ask(question: Annotated[str, typer.Argument(help="The question to research."
     from graph.store import TrajectoryStore
 
     if kb is None and web is None:
-        fail("give a source: --kb DIR (see `sleuth ingest`) and/or --web SEARXNG_URL")
+        fail("give a source: --kb DIR (see `sleuth ingest`) and/or --web URL|brave:|tavily:")
     if report != (out_file is not None):
         fail("--report writes its Markdown to --out FILE.md: give both or neither")
     cfg = ResearchConfig(model=model, max_rounds=max_rounds, temperature=temperature, seed=seed,
-                         writer=_writer_kind(writer))
+                         writer=_writer_kind(writer), judge_passages=judge_passages,
+                         approve_plan=approve, models=_role_models(
+                             model_planner, model_searcher, model_selector, model_writer))
+    checkpointer = _checkpointer(thread_id, checkpoint_db, approve)
+    tool_cache = _tool_cache(cache, cache_mode)
     store = TrajectoryStore(record) if record else None
     with err.status("loading model and tools ...") as status:
         def show(event: dict[str, Any]) -> None:
@@ -261,7 +374,9 @@ def ask(question: Annotated[str, typer.Argument(help="The question to research."
                 err.print(line, highlight=False, soft_wrap=True)
                 status.update("thinking ...")
         result = research(question, knowledge=kb, web=web, config=cfg,
-                          store=None if report else store, on_event=None if json_out else show)
+                          store=None if report else store, on_event=None if json_out else show,
+                          checkpointer=checkpointer, thread_id=thread_id, cache=tool_cache,
+                          approve=_approver(status, thread_id) if approve else None)
     written = _write_report(result, model, cfg, out_file, store) if out_file else {}
     if json_out:
         print_json({**_result_json(result), **written})
@@ -330,15 +445,20 @@ def _report_record(results: list[ResearchResult], n_tasks: int, samples: int, ou
 def record_cmd(tasks: Annotated[Path, typer.Argument(help="Task JSONL (the ../shared/data format).")],
                out_dir: Annotated[Path, typer.Option("--out", help="Trajectory store folder.",
                                                      callback=writable_folder)],
-               kb: Annotated[Path | None, typer.Option(
-                   "--kb", help="Knowledge base (built from the tasks' docs if absent).",
-                   callback=folder)] = None,
+               kb: Annotated[str | None, typer.Option(
+                   "--kb", help="Knowledge base folder or LanceDB URI (built from the tasks' "
+                   "docs if absent).", callback=knowledge_base)] = None,
                corpus_server: Annotated[bool, typer.Option(
                    "--corpus-server", help="Serve the tasks' docs as a local web and search it.")] = False,
                samples: Annotated[int, typer.Option(help="Samples per task (one group).")] = 1,
                concurrency: Annotated[int, typer.Option(help="Runs at once.")] = 4,
                limit: Annotated[int | None, typer.Option(help="First N tasks only.")] = None,
-               model: Annotated[str, typer.Option(help="Model spec.")] = "local:smollm2",
+               model: Annotated[str, typer.Option(help="Model spec (every role not given its "
+                                                  "own).")] = "local:smollm2",
+               model_planner: RoleModel = None,
+               model_searcher: RoleModel = None,
+               model_selector: RoleModel = None,
+               model_writer: RoleModel = None,
                temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
                seed: Annotated[int | None, typer.Option(help="Base seed.")] = None,
                writer: Annotated[str, typer.Option(help="Writer stage: single or debate.")] = "single",
@@ -351,10 +471,11 @@ def record_cmd(tasks: Annotated[Path, typer.Argument(help="Task JSONL (the ../sh
     if (kb is None) == (not corpus_server):
         fail("choose one source: --kb DIR or --corpus-server")
     rows = _read_task_file(tasks, limit)
-    if kb is not None and not kb.exists() and (docs := corpus_of(rows)):
+    if isinstance(kb, Path) and not kb.exists() and (docs := corpus_of(rows)):
         err.print(f"building knowledge base {kb} from {len(docs)} task documents")
     cfg = ResearchConfig(model=model, temperature=temperature, seed=seed,
-                         writer=_writer_kind(writer))
+                         writer=_writer_kind(writer), models=_role_models(
+                             model_planner, model_searcher, model_selector, model_writer))
     with open_corpus(rows, backend="web" if corpus_server else "kb", kb=kb) as sources:
         results = _record_runs(rows, sources, out_dir, samples=samples,
                                concurrency=concurrency, config=cfg, quiet=json_out)

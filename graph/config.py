@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import Literal
 
 from langchain_core.runnables import RunnableConfig
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ROLES = ("planner", "searcher", "selector", "writer", "debater", "aggregator")
+"""The roles a model can be named for; `debater` and `aggregator` (the debate writer's) fall
+back to `writer`, every role to `model`."""
 
 
 class ResearchConfig(BaseModel):
@@ -13,7 +17,12 @@ class ResearchConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: str = Field("local:smollm2", description="Model spec for every role.")
+    model: str = Field("local:smollm2", description="Model spec for every role not named in "
+                       "`models`.")
+    models: dict[str, str] = Field(default_factory=dict, description=(
+        "A model spec per role (planner, searcher, selector, writer, debater, aggregator), as "
+        "open_deep_research configures one per role; roles not named use `model` (debater and "
+        "aggregator: the writer's first). Read when the graph is built."))
     max_rounds: int = Field(3, ge=1, description="Plan -> search -> select rounds.")
     max_subquestions: int = Field(3, ge=1, description="Sub-questions per round (fan-out).")
     max_searches: int = Field(8, ge=0, description="Searches in the whole run.")
@@ -48,6 +57,15 @@ class ResearchConfig(BaseModel):
                                "when the graph is built).")
     max_debaters: int = Field(5, ge=1, description="Documents debated, one agent each "
                               "(writer=\"debate\"; read when the graph is built).")
+
+    @field_validator("models")
+    @classmethod
+    def _known_roles(cls, models: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(models) - set(ROLES))
+        if unknown:
+            raise ValueError(f"models names unknown roles {unknown}: the roles are "
+                             f"{', '.join(ROLES)}")
+        return models
 
     @classmethod
     def from_runnable_config(cls, config: RunnableConfig | None = None, *,

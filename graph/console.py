@@ -9,8 +9,9 @@ the flag it came from), `OSError` and `ImportError` raised by any command print 
 line and exit 1; a command needs no try/except of its own. `SLEUTH_TRACEBACK=1` lets them
 through with their traceback instead. Messages written for both audiences name the flag and
 the Python argument as `(--flag X / arg=X)`; the command line shows the flag only. Path
-options are checked as they are parsed (`folder`, `writable_folder`, `writable_file`), so a
-command stops before it loads a model or does any work.
+options are checked as they are parsed (`folder`, `writable_folder`, `writable_file`; `--kb`
+with `knowledge_base`, which lets a LanceDB URI through), so a command stops before it loads
+a model or does any work.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
+
+from tools.paths import is_uri
 
 err = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 150)  # logs and pipes get whole tables
@@ -133,6 +136,21 @@ def writable_folder(param: typer.CallbackParam, value: Path | None) -> Path | No
     return value
 
 
+def knowledge_base(param: typer.CallbackParam, value: str | None) -> Path | str | None:
+    """A `--kb` option: a LanceDB URI (`s3://`, `gs://`, `az://`, `db://`, `file://`) passes as
+    it is; anything else is a local folder, checked as `folder` checks it."""
+    if value is None or is_uri(value):
+        return value
+    return folder(param, Path(value))
+
+
+def writable_knowledge_base(param: typer.CallbackParam, value: str | None) -> Path | str | None:
+    """A `--kb` option the command writes into: a LanceDB URI as it is, else `writable_folder`."""
+    if value is None or is_uri(value):
+        return value
+    return writable_folder(param, Path(value))
+
+
 def writable_file(param: typer.CallbackParam, value: Path | None) -> Path | None:
     """A file option the command writes at the end (`eval --out`): checked before the work."""
     if value is not None:
@@ -144,5 +162,5 @@ def writable_file(param: typer.CallbackParam, value: Path | None) -> Path | None
     return value
 
 
-__all__ = ["ErrorsAsLines", "err", "error_line", "fail", "folder", "out", "print_json",
-           "writable_file", "writable_folder"]
+__all__ = ["ErrorsAsLines", "err", "error_line", "fail", "folder", "knowledge_base", "out",
+           "print_json", "writable_file", "writable_folder", "writable_knowledge_base"]

@@ -47,11 +47,13 @@ def default_reply(role: str, messages: list[BaseMessage]) -> str:
 
 
 class ScriptedChatModel(BaseChatModel):
-    """Replies with `script(role, messages) -> str`; counts calls per role."""
+    """Replies with `script(role, messages) -> str`; counts calls per role; its replies carry
+    `model_name`."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     script: Callable[[str, list[BaseMessage]], str] = default_reply
+    model_name: str = "scripted"  # what trajectories record as the model of its calls
     _calls: dict[str, int] = PrivateAttr(default_factory=dict)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)
 
@@ -71,7 +73,7 @@ class ScriptedChatModel(BaseChatModel):
             self._calls[role] = self._calls.get(role, 0) + 1
         text = self.script(role, messages)
         n_prompt = sum(len(str(m.content).split()) for m in messages)
-        msg = AIMessage(content=text, response_metadata={"model_name": "scripted"},
+        msg = AIMessage(content=text, response_metadata={"model_name": self.model_name},
                         usage_metadata={"input_tokens": n_prompt, "output_tokens": len(text.split()),
                                         "total_tokens": n_prompt + len(text.split())})
         return ChatResult(generations=[ChatGeneration(message=msg)])

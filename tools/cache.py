@@ -9,7 +9,8 @@ Modes:
 
 Keys are (kind, namespace, request): a search is keyed by the backend's name (override it
 with `namespace=`, e.g. when the corpus server runs on a different port each time), the
-query and k; a fetch by its URL.
+query and k; a fetch by its URL; a retrieval (`CachedRetriever`, e.g. around a
+`KnowledgeBase`) by the retriever's name, the query, k and the search options.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tools.errors import ReplayMiss, ToolError
-from tools.types import Page, SearchBackend, SearchHit
+from tools.types import Page, Passage, SearchBackend, SearchHit
 from tools.web import fetch_page
 
 CacheMode = Literal["off", "record", "replay"]
@@ -142,6 +143,11 @@ class CachedSearch:
         self.cache = cache
         self.name = namespace or backend.name
 
+    @property
+    def base_url(self) -> str | None:
+        """The backend's endpoint (a web retriever trusts its origin for page fetches)."""
+        return getattr(self.backend, "base_url", None)
+
     def _request(self, query: str, k: int) -> dict[str, Any]:
         return {"backend": self.name, "query": query, "k": k}
 
@@ -172,3 +178,20 @@ class CachedFetch:
         data = self.cache.call("fetch", {"url": url},
                                lambda: self.fetch(url, **kwargs).model_dump())
         return Page.model_validate(data)
+
+
+class CachedRetriever:
+    """Any retriever (`search(query, k, **options) -> list[Passage]`, e.g. a `KnowledgeBase`)
+    answering through a `ToolCache`; its `retriever` is the wrapped one."""
+
+    def __init__(self, retriever: Any, cache: ToolCache, *, namespace: str | None = None):
+        self.retriever = retriever
+        self.cache = cache
+        self.name = namespace or getattr(retriever, "name", None) or type(retriever).__name__
+
+    def search(self, query: str, k: int = 5, **options: Any) -> list[Passage]:
+        """Return the retriever's passages for the query, from the cache when recorded."""
+        request = {"retriever": self.name, "query": query, "k": k, **options}
+        rows = self.cache.call("retrieve", request, lambda: [
+            p.model_dump(mode="json") for p in self.retriever.search(query, k=k, **options)])
+        return [Passage.model_validate(r) for r in rows]

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from tools.corpus_server import CorpusServer
 from tools.embeddings import Embedder, MiniLMEmbedder
 from tools.knowledge import KnowledgeBase
-from tools.paths import sleuth_home
+from tools.paths import is_uri, sleuth_home
 
 Backend = Literal["kb", "web"]
 COMPLETE = ".complete"  # written after a cached build finished; absent = rebuild
@@ -81,6 +81,11 @@ def _knowledge(docs: list[dict[str, Any]], kb: str | Path | None,
         if not docs:
             raise ValueError(NO_DOCS)
         return cached_kb(docs, root)
+    if is_uri(kb):  # a remote LanceDB: built from the docs while it holds no passages
+        knowledge = KnowledgeBase(kb)
+        if len(knowledge) == 0 and docs:
+            knowledge.ingest(docs)
+        return knowledge
     path = Path(kb)
     if not _needs_build(path):
         return KnowledgeBase(path)

@@ -26,6 +26,7 @@ from tools.chunking import chunk_text
 from tools.documents import Document, as_documents, load_documents
 from tools.embeddings import Embedder, default_embedder
 from tools.errors import ToolError
+from tools.paths import is_uri
 from tools.text import clean_text
 from tools.types import Passage
 
@@ -61,12 +62,15 @@ def _schema(dim: int, embedder: str) -> pa.Schema:
 
 
 class KnowledgeBase:
-    """Passages of ingested documents in a LanceDB folder, searchable by meaning and by words."""
+    """Passages of ingested documents in a LanceDB folder or at a LanceDB URI (`s3://...`,
+    `gs://`, `az://`, `db://` LanceDB Cloud, `file://`), searchable by meaning and by words."""
 
     def __init__(self, path: str | Path, *, table: str = "passages",
                  embedder: Embedder | None = None, chunk_words: int = 120, overlap: int = 1,
                  index_threshold: int = 20_000):
-        self.path = Path(path)
+        # a URI (s3://, gs://, az://, db://, file://) goes to LanceDB as it is: Path("s3://b/x")
+        # would fold it into the local path "s3:/b/x"
+        self.path: Path | str = path if is_uri(path) else Path(path)
         self.table_name = table
         self._embedder = embedder
         self.chunk_words = chunk_words
