@@ -50,7 +50,7 @@ def setting(config: RunnableConfig | None, key: str) -> Any:
 
 
 NO_SOURCE = ("the research graph needs a source: set SLEUTH_KB (a knowledge-base folder) and/or "
-             "SLEUTH_SEARCH_URL (a SearXNG-compatible search URL), or pass configurable "
+             "SLEUTH_SEARCH_URL (a web search spec: a SearXNG URL, brave:, tavily:), or pass configurable "
              "knowledge=/web=")
 
 

@@ -188,7 +188,7 @@ class KnowledgeBase:
         return stats
 
     def ingest_paths(self, paths: Iterable[str | Path], **kwargs: Any) -> IngestStats:
-        """Ingest `.jsonl` (task or corpus lines), `.txt`, `.md` and `.html` files and folders."""
+        """Ingest `.jsonl` (task or corpus lines), `.txt`, `.md`, `.html` and `.pdf` files and folders."""
         return self.ingest(load_documents(paths), **kwargs)
 
     def _indexed_columns(self) -> set[str]:
