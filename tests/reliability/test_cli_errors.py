@@ -31,13 +31,13 @@ def one_line(proc, *words: str) -> str:
 @pytest.fixture
 def no_model(monkeypatch):
     """Loading a model, or running an evaluation, fails the test."""
-    import graph.run
+    import graph.builder
     import training.evaluate
     from agents.models import LocalChatModel
 
     def loud(*args, **kwargs):
         raise AssertionError("a model loaded (or the work started) before the input was checked")
-    monkeypatch.setattr(graph.run, "load_chat_model", loud)
+    monkeypatch.setattr(graph.builder, "load_chat_model", loud)
     monkeypatch.setattr(training.evaluate, "evaluate", loud)
     monkeypatch.setattr(LocalChatModel, "from_pretrained", loud)
 
@@ -72,10 +72,10 @@ def test_record_to_a_bad_place(sleuth_in_process, no_model, paths):
 
 def test_model_folder_that_does_not_exist(sleuth_in_process, no_model, paths, monkeypatch):
     """The spec is checked before transformers sees it (no OSError from the hub client)."""
-    import graph.run
+    import graph.builder
     from agents import load_chat_model
 
-    monkeypatch.setattr(graph.run, "load_chat_model", load_chat_model)  # the real resolver
+    monkeypatch.setattr(graph.builder, "load_chat_model", load_chat_model)  # the real resolver
     one_line(sleuth_in_process("ask", "Who?", "--kb", str(paths / "kb"), "--model",
                                "hf:/missing/model", check=False), "hf:/missing/model", "no model folder")
 
