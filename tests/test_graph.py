@@ -335,3 +335,10 @@ def test_a_policy_runs_with_the_prompt_files_its_card_names(kb, small_world):
     assert writer_systems and all("links the facts" in s for s in writer_systems)
     assert all(stop is None for _, stop in seen)
     assert Writer(Reasoned(), prompt="writer_reasoned").stop == ["</answer>"]
+    seen.clear()  # every other model: the default writer, answer first, no declared stop
+    research(small_world.tasks[0]["question"], model=ScriptedChatModel(script=lambda r, m: (
+        seen.append(str(m[0].content)) or default_reply(r, m))), knowledge=kb,
+        config=ResearchConfig(search_mode="fts", max_attempts=1))
+    assert any(s.startswith("You answer questions") and "First write the short answer" in s
+               for s in seen)
+    assert Writer(ScriptedChatModel()).stop is None
