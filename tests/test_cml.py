@@ -74,6 +74,7 @@ def test_scores_are_yes_no_log_odds_with_gradients(small_world, kb, make_tiny_po
     torch.testing.assert_close(one[0], scores[2], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow  # 12 CML steps on a tiny Llama (~15 s): make test-all
 def test_cml_teaches_the_tiny_policy_to_rank_gold_first(small_world, kb, make_tiny_policy,
                                                         tmp_path):
     tasks = small_world.tasks[:4]

@@ -103,6 +103,7 @@ def test_report_to_names(monkeypatch, tmp_path):
     assert trackers.tensorboard_dir(tmp_path / "out") == tmp_path / "tb"
 
 
+@pytest.mark.slow  # a TRL SFT run: make test-all
 def test_sft_passes_report_to_to_trl(make_tiny_policy, small_world, kb, tmp_path):
     """`train_sft(report_to=...)` reaches TRL's SFTTrainer (it hard-coded "none" before)."""
     from graph import TrajectoryStore, research_many
