@@ -156,7 +156,17 @@ def stage_order(data: Json) -> list[str]:
 @table("learning")
 def learning(results: Path) -> str:
     """The untrained policy and the policy after each training stage, on the held-out sets."""
-    data = load(results, "learning", "comparisons")
+    return stages_table(load(results, "learning", "comparisons"))
+
+
+@table("learning_answer_first")
+def learning_answer_first(results: Path) -> str:
+    """The same table for the earlier recipe's run (answer-first writer demonstrations)."""
+    return stages_table(load(results, "learning_answer_first", "comparisons"))
+
+
+def stages_table(data: Json) -> str:
+    """A learning run's table: untrained, then after each stage."""
     rows = [policy_row("untrained", "–", data["before"])]
     for stage in stage_order(data):
         ev = data["stages"][stage]
