@@ -14,9 +14,12 @@ from tools.types import Passage
 REASONED = "writer_reasoned"  # the prompt whose reply states the linking facts, then the answer
 
 
-def reasoned_reply(reasons: str, answer: str) -> str:
-    """A reply in the reasoned writer's format: the cited facts, then the short answer."""
-    return f"{reasons}\n<answer>{answer}</answer>"
+def writer_reply(reasons: str, answer: str, prompt: str | None = None) -> str:
+    """A demonstration reply in the format of the writer prompt `prompt` (None: the default
+    writer, the answer first; `REASONED`: the cited facts first, then the answer)."""
+    if prompt == REASONED:
+        return f"{reasons}\n<answer>{answer}</answer>"
+    return f"<answer>{answer}</answer>\n{reasons}"
 
 
 def cite(cited: Iterable[int], evidence: Sequence[Passage]) -> tuple[list[Citation], int]:

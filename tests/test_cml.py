@@ -59,10 +59,15 @@ def test_blended_writer_sample_cites_the_gold_pages_among_distractors(small_worl
         prompt, completion = blended_writer_sample(chat, g, random.Random(seed))
         text = chat.tokenizer.decode(completion, skip_special_tokens=True)
         shown = chat.tokenizer.decode(prompt)
-        assert text.endswith(f"<answer>{g.answer}</answer>") and "[" in text
+        assert text.startswith(f"<answer>{g.answer}</answer>") and "[" in text  # default writer
         assert all(p.title in shown for p in g.all_gold)  # every gold page is in the evidence
         prompts.add(shown.count("\n["))
     assert len(prompts) > 1  # the number of distractors varies
+    chat.prompts = {"writer": "writer_reasoned"}  # a policy trained on the reasoned writer
+    prompt, completion = blended_writer_sample(chat, g, random.Random(0))
+    text = chat.tokenizer.decode(completion, skip_special_tokens=True)
+    assert text.endswith(f"<answer>{g.answer}</answer>")
+    assert "links the facts" in chat.tokenizer.decode(prompt)
 
 
 def test_scores_are_yes_no_log_odds_with_gradients(small_world, kb, make_tiny_policy):
@@ -90,7 +95,7 @@ def test_cml_teaches_the_tiny_policy_to_rank_gold_first(small_world, kb, make_ti
     rows = [json.loads(x) for x in (tmp_path / "cml" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and {"loss_contrastive", "loss_classification", "loss_writer"} <= set(rows[0])
     assert policy_settings(tmp_path / "cml") == {"prompt_examples": False, "judges_passages": True,
-                                                 "prompts": {"writer": "writer_reasoned"}}
+                                                 "prompts": {}}
 
 
 def test_sleuth_train_cml_command(sleuth_in_process, make_tiny_policy, small_world, kb, tmp_path):

@@ -54,8 +54,8 @@ def test_the_teacher_plays_chains_through_the_agents_prompts(world, world_kb):
     assert roles[:2] == ["planner", "searcher"] and roles[-1] == "writer"
     assert roles.count("planner") >= 3  # one hop per round, then done
     assert t.model_steps[0].prompt_messages[0]["role"] == "system"  # the agents' real prompts
-    rationale, answer = t.model_steps[-1].text.split("<answer>")
-    assert "[1]" in rationale and answer.endswith("</answer>")  # the chain first, then the answer
+    answer, facts = t.model_steps[-1].text.split("</answer>")  # the default writer: answer first
+    assert answer.startswith("<answer>") and "[1]" in facts
     assert rewards.evidence_recall(t) == 1.0 and rewards.citation_precision(t) == 1.0
 
 

@@ -10,8 +10,8 @@ documents. Three objectives train together on the policy:
   "no" as the first token of its reply to the selector prompt, softmaxed across a group: the
   gold passage against its distractors (InfoNCE);
 - classification: the same scores as yes/no logits against the gold flags (cross-entropy);
-- blended writing: the reasoned writer's reply (`agents.writer.REASONED`: the gold passages
-  cited, then the answer) given the
+- blended writing: the writer's reply (in the format of the policy's own writer prompt: the
+  answer and the gold passages cited) given the
   task's gold passages mixed with 0..k distractors in a shuffled order, so the writer learns to
   answer from the right passage among wrong ones.
 
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from agents.models import LocalChatModel
 from agents.prompting import brief, load_template, render_messages
-from agents.writer import REASONED, reasoned_reply
+from agents.writer import writer_reply
 from tools import device as devices
 from tools.types import Passage
 from training.policy import is_peft, load_policy, save_policy, trainable_parameters
@@ -154,10 +154,11 @@ def blended_writer_sample(chat: LocalChatModel, group: SelectionGroup,
     else:
         cited = " and ".join(f"{p.title} [{number[p.doc_id]}]" for p in group.all_gold or [group.gold])
         reasons = f"The answer is in {cited}."
-    messages = render_messages(load_template(REASONED), examples=chat.prompt_examples,
+    prompt_name = chat.prompts.get("writer")
+    messages = render_messages(load_template(prompt_name or "writer"), examples=chat.prompt_examples,
                                question=group.question, evidence=[brief(p) for p in evidence])
     prompt = chat.encode_prompt(messages)[0]
-    target = reasoned_reply(reasons, group.answer)
+    target = writer_reply(reasons, group.answer, prompt_name)
     completion = chat.tokenizer(target, add_special_tokens=False)["input_ids"]
     return prompt, completion + [chat.tokenizer.eos_token_id]
 
@@ -257,7 +258,6 @@ def train_cml(tasks: Iterable[Mapping[str, Any]], *, output_dir: str | Path,
                 break
     chat.model.eval()
     chat.judges_passages = True
-    chat.prompts = {**chat.prompts, "writer": REASONED}  # the writer format it was trained on
     chat.close()  # the decoder must see the trained weights
     save_policy(chat, out)
     return {"groups": len(groups), "steps": step, "first_loss": rows[0]["loss"],

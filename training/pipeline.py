@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from agents.models import LocalChatModel, policy_settings
-from agents.writer import REASONED
 from graph.config import ResearchConfig
 from graph.run import research_many
 from tools.corpora import cached_kb, corpus_of
@@ -61,6 +60,8 @@ class PipelineConfig:
         max_rounds=3, max_attempts=2, max_new_tokens=96))
     chain_tasks: int = 400
     cml_tasks: int = 200
+    writer_prompt: str | None = None  # e.g. agents.writer.REASONED: the facts, then the answer
+    balance_roles: bool = False  # chains: every role as often as the commonest
     cml_extra_tasks: list[dict[str, Any]] = field(default_factory=list)  # e.g. a task file's rows
     rft_tasks: int = 48
     rft_temperature: float = 0.3
@@ -86,7 +87,8 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     chat = load_policy(cfg.model, peft_config=lora_config(cfg.lora_r))
     chat.prompt_examples = cfg.prompt_examples
-    chat.prompts = {**chat.prompts, "writer": REASONED}  # the chains' writer format
+    if cfg.writer_prompt:  # the chains' writer format, recorded in the policy's card
+        chat.prompts = {**chat.prompts, "writer": cfg.writer_prompt}
     records: dict[str, Any] = {}
     for stage in cfg.stages:
         folder = out / stage
@@ -130,14 +132,15 @@ def _chains(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -
     tasks = _training_tasks(cfg, cfg.chain_tasks, offset=0)
     config = cfg.research.model_copy(update={"temperature": 0.0,
                                              "prompt_examples": cfg.prompt_examples})
-    demos = demonstrations(tasks, knowledge=cached_kb(corpus_of(tasks)), config=config)
+    demos = demonstrations(tasks, knowledge=cached_kb(corpus_of(tasks)), config=config,
+                           prompts=chat.prompts)
     log(f"chains: {len(demos)} right demonstrations of {len(tasks)} tasks")
     if not demos:
         raise ValueError(f"no demonstration of {len(tasks)} tasks was right: with max_rounds="
                          f"{cfg.research.max_rounds} a chain of more hops cannot be played out")
     stats = train_sft(demos, model=chat, reward=rewards.exact_match, min_reward=1.0,
                       output_dir=folder, epochs=3, time_budget_s=60 * cfg.minutes.get("chains", 0),
-                      balance=True,  # the writer, one call in six, is the hardest role
+                      balance=cfg.balance_roles,
                       train_sampling_strategy="group_by_length")  # batches of like lengths: less padding
     return {"tasks": len(tasks), "demonstrations": len(demos), **_sft_stats(stats)}
 

@@ -7,9 +7,9 @@ a scripted chat model that plays it: run through the real research graph, the pl
 searcher and writer send it their real prompts (with the passages really retrieved), and it
 answers as a policy that knows the chain would — ask the next hop whose page is not in the
 evidence yet, search that hop's query (another wording after a miss), stop when every hop's
-page is in hand, state each hop's fact citing its page and then the gold answer (the
-rationale comes before the answer, so the answer is conditioned on it: the reasoned writer
-prompt, which the trained policy's card then names). So demonstrations
+page is in hand, answer with the gold answer and cite the pages it read, each hop's fact
+with its page number (with the reasoned writer prompt, `agents.writer.REASONED`, the facts
+come first and the answer last). So demonstrations
 carry the prompts the policy will see, and a miss in retrieval becomes a demonstrated retry.
 Runs whose answer is not exactly right (a hop's page never surfaced) are dropped.
 
@@ -30,7 +30,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict
 
-from agents.writer import REASONED, reasoned_reply
+from agents.writer import writer_reply
 from graph.config import ResearchConfig
 from graph.run import research_many
 from graph.trajectory import Trajectory
@@ -61,14 +61,16 @@ class ChainTeacher(BaseChatModel):
 
     chains: dict[str, list[list[dict[str, str]]]]  # by normalised question
     answers: dict[str, str]
-    prompts: dict[str, str] = {"writer": REASONED}  # the graph renders the reasoned writer
+    prompts: dict[str, str] = {}  # role -> prompt file the graph renders (and the reply format)
 
     @classmethod
-    def for_tasks(cls, tasks: Iterable[Mapping[str, Any]]) -> ChainTeacher:
-        """A teacher for every task that carries a rationale."""
+    def for_tasks(cls, tasks: Iterable[Mapping[str, Any]],
+                  prompts: Mapping[str, str] | None = None) -> ChainTeacher:
+        """A teacher for every task that carries a rationale (`prompts`: as a policy card's)."""
         rows = [t for t in tasks if chains_of(t)]
         return cls(chains={_key(t["question"]): chains_of(t) for t in rows},
-                   answers={_key(t["question"]): str(t["answer"]) for t in rows})
+                   answers={_key(t["question"]): str(t["answer"]) for t in rows},
+                   prompts=dict(prompts or {}))
 
     @property
     def _llm_type(self) -> str:
@@ -108,19 +110,22 @@ class ChainTeacher(BaseChatModel):
         numbers = {m.group(2): int(m.group(1)) for m in _EVIDENCE.finditer(prompt)}
         hops = [h for chain in self.chains[key] for h in chain]
         if any(h["title"] not in numbers for h in hops):
-            return reasoned_reply("The evidence does not hold every step.", "unknown")
+            return writer_reply("The evidence does not hold every step.", "unknown",
+                                self.prompts.get("writer"))
         facts = " ".join(f"{h['fact']} [{numbers[h['title']]}]." for h in hops)
-        return reasoned_reply(facts, self.answers[key])
+        return writer_reply(facts, self.answers[key], self.prompts.get("writer"))
 
 
 def demonstrations(tasks: Iterable[Mapping[str, Any]], *, knowledge: Any = None, web: Any = None,
-                   config: ResearchConfig | None = None, concurrency: int = 4) -> list[Trajectory]:
-    """The teacher's runs of these tasks through the research graph, the exactly right ones."""
+                   config: ResearchConfig | None = None, concurrency: int = 4,
+                   prompts: Mapping[str, str] | None = None) -> list[Trajectory]:
+    """The teacher's runs of these tasks through the research graph, the exactly right ones
+    (`prompts`: the prompt files the student will run with, e.g. {"writer": REASONED})."""
     rows = [dict(t) for t in tasks if chains_of(t)]
     if not rows:
         raise ValueError("no task carries a rationale chain (generated worlds do: "
                          "tools.worlds.generate_world)")
-    results = research_many(rows, model=ChainTeacher.for_tasks(rows), knowledge=knowledge,
+    results = research_many(rows, model=ChainTeacher.for_tasks(rows, prompts), knowledge=knowledge,
                             web=web, config=config, concurrency=concurrency)
     return [r.trajectory for r in results
             if r.trajectory is not None and rewards.exact_match(r.trajectory) == 1.0]
