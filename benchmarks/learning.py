@@ -80,6 +80,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="First N tasks of each suite.")
     ap.add_argument("--run-dir", default=RUN_DIR, help="Training folder under $SLEUTH_HOME.")
     ap.add_argument("--ship", action="store_true")
+    ap.add_argument("--writer-prompt", default=None, help="e.g. writer_reasoned (an option "
+                    "of training.pipeline; the default writer answers first).")
+    ap.add_argument("--balance-roles", action="store_true", help="Chains: every role equally often.")
     args = ap.parse_args()
     tasks = suites(args.limit)
     before = evaluate_policy(BASE, tasks)
@@ -88,7 +91,8 @@ def main() -> None:
     cfg = PipelineConfig(output_dir=str(sleuth_home() / args.run_dir),
                          stages=tuple(args.stages.split(",")),
                          minutes={k: float(v) for k, v in
-                                  (kv.split("=") for kv in args.minutes.split(","))})
+                                  (kv.split("=") for kv in args.minutes.split(","))},
+                         writer_prompt=args.writer_prompt, balance_roles=args.balance_roles)
     records = run_pipeline(cfg, log=console.print)
     stages = {}
     for stage, record in records.items():
@@ -138,7 +142,8 @@ def _results(before: dict, retrieval: dict, stages: dict, records: dict,
             "comparisons": {"world_after_vs_before": world, "hotpotqa_after_vs_before": hotpot,
                             "rl_stage_vs_warm_start": rl},
             "protocol": {"eval": EVAL.model_dump(mode="json"), "lora_r": cfg.lora_r,
-                         "minutes": cfg.minutes, "first_training_seed": cfg.first_seed},
+                         "minutes": cfg.minutes, "first_training_seed": cfg.first_seed,
+                         "writer_prompt": cfg.writer_prompt, "balance_roles": cfg.balance_roles},
             "before": before, "hotpotqa_retrieval_title": {
                 "summary": summary(rows(retrieval, "retrieval-title")),
                 "per_task": rows(retrieval, "retrieval-title")},

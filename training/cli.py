@@ -320,6 +320,10 @@ def pipeline_command(
     prompt_examples: Annotated[bool, typer.Option(
         help="Train (and later run) with the prompts' worked examples.")] = False,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    writer_prompt: Annotated[str | None, typer.Option(
+        help="Train the writer on another prompt file, e.g. writer_reasoned (facts, then answer).")] = None,
+    balance_roles: Annotated[bool, typer.Option(
+        help="Chains: train every role as often as the commonest.")] = False,
 ) -> None:
     """The staged recipe: SFT on rationale chains, (CML, rejection sampling,) GRPO on a curriculum."""
     from training.pipeline import PipelineConfig, run_pipeline
@@ -327,7 +331,8 @@ def pipeline_command(
     cfg = PipelineConfig(output_dir=str(output), model=model,
                          stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
                          minutes=_minutes(minutes), lora_r=lora_r,
-                         prompt_examples=prompt_examples, seed=seed)
+                         prompt_examples=prompt_examples, seed=seed,
+                         writer_prompt=writer_prompt, balance_roles=balance_roles)
     records = run_pipeline(cfg, log=lambda line: err.print(line, highlight=False, markup=False))
     last = list(records)[-1]
     err.print(f"trained policy in {output / last} (use --model hf:{output / last}); stage "
