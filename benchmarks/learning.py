@@ -19,7 +19,7 @@ Writes benchmarks/results/learning.json (`summary` first) and learning_curves.pn
 an interrupted run (finished stages and evaluations are kept under $SLEUTH_HOME/runs).
 
 Usage: python benchmarks/learning.py [--stages chains,grpo] [--minutes chains=25,grpo=35]
-       [--limit N] [--ship]
+       [--limit N] [--ship] [--run-dir DIR] [--writer-prompt writer_reasoned] [--balance-roles]
 """
 
 from __future__ import annotations
