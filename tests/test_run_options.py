@@ -420,3 +420,14 @@ def test_cli_ingest_and_search_a_lancedb_uri(small_world, tmp_path):
     code, out, err = cli("search", doc["title"], "--kb", uri, "-k", "1", "--mode", "fts", "--json")
     assert code == 0, err
     assert json.loads(out)["passages"][0]["doc_id"] == doc["doc_id"]
+
+
+def test_eval_takes_a_lancedb_uri_for_its_knowledge_base(small_world, tmp_path, loaded):
+    """`sleuth eval --kb URI` builds and searches the knowledge base at that URI."""
+    loaded("hf:scripted-eval", ScriptedChatModel())
+    _, tasks = small_world.write(tmp_path / "w")
+    uri = f"file://{tmp_path}/eval-kb"
+    code, out, err = cli("eval", str(tasks), "--kb", uri, "--limit", "2", "--model",
+                         "hf:scripted-eval", "--out", str(tmp_path / "r.json"))
+    assert code == 0, err
+    assert (tmp_path / "eval-kb").is_dir() and (tmp_path / "r.json").exists()

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from graph.console import err, folder, out, writable_file, writable_folder
+from graph.console import err, folder, knowledge_base, out, writable_file, writable_folder
 from graph.console import fail as _fail
 
 
@@ -56,9 +56,9 @@ def eval_command(
     samples: Annotated[int, typer.Option(help="Runs per task.")] = 1,
     backend: Annotated[str, typer.Option(help="kb (LanceDB) or web (corpus server / --search-url).")] = "kb",
     search_url: Annotated[str | None, typer.Option(help="SearXNG URL for tasks without docs.")] = None,
-    kb: Annotated[Path | None, typer.Option(
-        "--kb", help="Knowledge-base folder to search (built from the tasks' docs if absent; "
-        "default: a cache per corpus).", callback=folder)] = None,
+    kb: Annotated[str | None, typer.Option(
+        "--kb", help="Knowledge-base folder or LanceDB URI to search (built from the tasks' docs "
+        "if absent; default: a cache per corpus).", callback=knowledge_base)] = None,
     mode: Annotated[str, typer.Option(help="graph, retrieval (no model), oracle (gold evidence).")] = "graph",
     record: Annotated[Path | None, typer.Option(help="Keep the trajectories in this store.",
                                                 callback=writable_folder)] = None,
@@ -269,9 +269,9 @@ def cml_command(
     tasks: Annotated[list[Path], typer.Argument(help="Task JSONL files whose docs carry gold flags.")],
     output: Annotated[Path, typer.Option("--output", help="Output folder.", callback=writable_folder)],
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "local:smollm2",
-    kb: Annotated[Path | None, typer.Option(
-        "--kb", help="Knowledge base for hard distractors (default: the tasks' own documents).",
-        callback=folder)] = None,
+    kb: Annotated[str | None, typer.Option(
+        "--kb", help="Knowledge base (folder or LanceDB URI) for hard distractors (default: the "
+        "tasks' own documents).", callback=knowledge_base)] = None,
     distractors: Annotated[int, typer.Option("-k", help="Distractors per gold passage.")] = 4,
     limit: Annotated[int | None, typer.Option(help="First N tasks of each file.")] = None,
     minutes: Annotated[float | None, typer.Option(help="Wall-clock budget.")] = None,
@@ -288,7 +288,7 @@ def cml_command(
     from training.cml import train_cml
     from training.policy import lora_config
 
-    if kb is not None and not kb.exists():
+    if isinstance(kb, Path) and not kb.exists():
         _fail(f"no knowledge base at {kb}: create one with `sleuth ingest PATH --kb {kb}`")
     rows = [t for path in tasks for t in read_tasks(path, limit)]
     knowledge = KnowledgeBase(kb) if kb is not None else cached_kb(corpus_of(rows))
