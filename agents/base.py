@@ -93,6 +93,20 @@ class Agent:
             pass
 
     @staticmethod
+    def call_notes(who: str, reply: Reply, ok: bool, unparsed: str,
+                   dropped: int = 0) -> list[str]:
+        """The observations one call leaves: a failed call or an unusable reply (`unparsed`
+        says how), and citations dropped for pointing at no passage."""
+        notes = []
+        if reply.error:
+            notes.append(f"{who}: model call failed ({reply.error})")
+        elif not ok:
+            notes.append(f"{who}: {unparsed}")
+        if dropped:
+            notes.append(f"{who}: dropped {dropped} citation(s) to passages not retrieved")
+        return notes
+
+    @staticmethod
     def usage(reply: Reply, ok: bool) -> Counters:
         """Counter increments for one model call."""
         return Counters(model_calls=1, prompt_tokens=reply.prompt_tokens,

@@ -188,11 +188,8 @@ class Debater(Agent):
         self.report_parse(reply, draft)
         turn = Turn(agent=inp.agent, round=inp.round, title=inp.document.title,
                     answer=draft.answer or NO_ANSWER, explanation=draft.report, ok=draft.ok)
-        notes = []
-        if reply.error:
-            notes.append(f"debater {inp.agent} round {inp.round}: model call failed ({reply.error})")
-        elif not draft.ok:
-            notes.append(f"debater {inp.agent} round {inp.round}: no <answer> in the reply")
+        notes = self.call_notes(f"debater {inp.agent} round {inp.round}", reply, draft.ok,
+                                "no <answer> in the reply")
         return DebaterUpdate(turns=[turn], notes=notes, counters=self.usage(reply, draft.ok))
 
 
@@ -217,13 +214,7 @@ class Aggregator(Agent):
         draft = parse_draft(reply.text)
         self.report_parse(reply, draft)
         citations, dropped = cite(draft.cited, inp.evidence)
-        notes = []
-        if reply.error:
-            notes.append(f"aggregator: model call failed ({reply.error})")
-        elif not draft.ok:
-            notes.append("aggregator: no <answer> in the reply")
-        if dropped:
-            notes.append(f"aggregator: dropped {dropped} citation(s) to passages not retrieved")
+        notes = self.call_notes("aggregator", reply, draft.ok, "no <answer> in the reply", dropped)
         counters = self.usage(reply, draft.ok).model_copy(update={"dropped_citations": dropped})
         return WriterUpdate(answer=join_answers([draft.answer]) if draft.answer else "",
                             report=draft.report, citations=citations, evidence=inp.evidence,

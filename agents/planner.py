@@ -30,11 +30,7 @@ class Planner(Agent):
                                 max_subquestions=self.max_subquestions)
         plan = parse_plan(reply.text, self.max_subquestions)
         self.report_parse(reply, plan)
-        notes = []
-        if reply.error:
-            notes.append(f"planner: model call failed ({reply.error})")
-        elif not plan.ok:
-            notes.append("planner: reply was not <subquestions> or <done>")
+        notes = self.call_notes("planner", reply, plan.ok, "reply was not <subquestions> or <done>")
         seen = {q.lower() for q in inp.sub_questions}
         subs = [q for q in plan.sub_questions if q.lower() not in seen]
         if not plan.done and not subs and not inp.evidence:

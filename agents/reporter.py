@@ -68,13 +68,8 @@ class Reporter(Agent):
         draft = parse_section(reply.text, cut=reply.completion_tokens >= self.max_new_tokens)
         self.report_parse(reply, draft)
         citations, dropped = cite(draft.cited, inp.evidence)
-        notes = []
-        if reply.error:
-            notes.append(f"reporter: model call failed ({reply.error})")
-        elif not draft.ok:
-            notes.append(f"reporter: an empty section for {inp.topic!r}")
-        if dropped:
-            notes.append(f"reporter: dropped {dropped} citation(s) to passages not retrieved")
+        notes = self.call_notes("reporter", reply, draft.ok,
+                                f"an empty section for {inp.topic!r}", dropped)
         counters = self.usage(reply, draft.ok).model_copy(update={"dropped_citations": dropped})
         return SectionUpdate(text=draft.text, citations=citations, dropped_citations=dropped,
                              notes=notes, counters=counters)

@@ -61,13 +61,7 @@ class Writer(Agent):
         draft = parse_draft(reply.text)
         self.report_parse(reply, draft)
         citations, dropped = cite(draft.cited, evidence)
-        notes = []
-        if reply.error:
-            notes.append(f"writer: model call failed ({reply.error})")
-        elif not draft.ok:
-            notes.append("writer: no <answer> in the reply")
-        if dropped:
-            notes.append(f"writer: dropped {dropped} citation(s) to passages not retrieved")
+        notes = self.call_notes("writer", reply, draft.ok, "no <answer> in the reply", dropped)
         counters = self.usage(reply, draft.ok).model_copy(update={"dropped_citations": dropped})
         return WriterUpdate(answer=draft.answer, report=draft.report, citations=citations,
                             evidence=evidence, notes=notes, counters=counters)
