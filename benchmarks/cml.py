@@ -25,7 +25,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from protocol import DATA, EVAL, evaluate_cached, paired, rows, suites, summary, write
+from protocol import DATA, EVAL, evaluate_cached, mean_points, paired, rows, suites, summary, write
 from rich.console import Console
 
 from tools.documents import read_tasks
@@ -47,11 +47,6 @@ def evaluate(model: str, tasks: dict[str, list[dict]], weights: Path, *,
                                  say=console.print)
         out[suite] = {"summary": summary(rows(result, "graph")), "per_task": rows(result, "graph")}
     return out
-
-
-def _mean(run: dict, suite: str, metric: str) -> float:
-    rs = run[suite]["per_task"]
-    return round(100 * sum(float(r[metric] or 0) for r in rs) / len(rs), 1)
 
 
 def main() -> None:
@@ -87,8 +82,8 @@ def main() -> None:
                 "cml_steps": records["cml"]["steps"]}
     for suite in tasks:
         for metric in ("evidence_f1", "em"):
-            summary_[f"{suite}_{metric}_lexical"] = _mean(runs["lexical"], suite, metric)
-            summary_[f"{suite}_{metric}_cml"] = _mean(runs["cml"], suite, metric)
+            summary_[f"{suite}_{metric}_lexical"] = mean_points(runs["lexical"][suite]["per_task"], metric)
+            summary_[f"{suite}_{metric}_cml"] = mean_points(runs["cml"][suite]["per_task"], metric)
             summary_[f"{suite}_{metric}_gain_ci95"] = comparisons[f"{suite}_{metric}"]["ci95"]
     summary_["evidence_goal_met"] = all(comparisons[f"{s}_evidence_f1"]["gain"] >= 15 for s in tasks)
     summary_["em_goal_met"] = all(comparisons[f"{s}_em"]["gain"] >= 3 for s in tasks)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from protocol import EVAL, evaluate_cached, paired, rows, write
+from protocol import EVAL, evaluate_cached, mean_points, paired, rows, write
 from rich.console import Console
 
 from tools.worlds import generate_world
@@ -45,10 +45,6 @@ def _kinds(tasks: list[dict], per_task: list[dict]) -> dict[str, float]:
     return {k: round(100 * sum(v) / len(v), 1) for k, v in sorted(out.items())}
 
 
-def _mean(per_task: list[dict], metric: str) -> float:
-    return round(100 * sum(float(r[metric] or 0) for r in per_task) / len(per_task), 1)
-
-
 def main() -> None:
     """Both writers on both task sets; write the results."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -67,14 +63,14 @@ def main() -> None:
     plain = paired(runs["single"]["plain"], runs["debate"]["plain"], metric="em")
     summary = {
         "model": args.model, "debate_rounds": EVAL.debate_rounds,
-        "conflict_accuracy_single": _mean(runs["single"]["conflict"], "conflict_accuracy"),
-        "conflict_accuracy_debate": _mean(runs["debate"]["conflict"], "conflict_accuracy"),
+        "conflict_accuracy_single": mean_points(runs["single"]["conflict"], "conflict_accuracy"),
+        "conflict_accuracy_debate": mean_points(runs["debate"]["conflict"], "conflict_accuracy"),
         "conflict_gain_ci95": conflict["ci95"],
-        "plain_em_single": _mean(runs["single"]["plain"], "em"),
-        "plain_em_debate": _mean(runs["debate"]["plain"], "em"),
+        "plain_em_single": mean_points(runs["single"]["plain"], "em"),
+        "plain_em_debate": mean_points(runs["debate"]["plain"], "em"),
         "plain_em_change_ci95": plain["ci95"],
-        "model_calls_single": _mean(runs["single"]["conflict"], "model_calls") / 100,
-        "model_calls_debate": _mean(runs["debate"]["conflict"], "model_calls") / 100,
+        "model_calls_single": mean_points(runs["single"]["conflict"], "model_calls") / 100,
+        "model_calls_debate": mean_points(runs["debate"]["conflict"], "model_calls") / 100,
         "conflict_goal_met": conflict["gain"] >= 10, "plain_goal_met": plain["gain"] >= -2}
     data = {"summary": summary,
             "comparisons": {"conflict_accuracy": conflict, "plain_em": plain},

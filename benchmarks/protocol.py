@@ -109,6 +109,11 @@ def summary(rows_: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {"all": block(rows_), **{t: block([r for r in rows_ if str(r["type"]) == t]) for t in types}}
 
 
+def mean_points(rows_: Sequence[Mapping[str, Any]], metric: str) -> float:
+    """A metric's mean over per-task rows, in points (percent), one decimal."""
+    return round(100 * sum(float(r[metric] or 0) for r in rows_) / len(rows_), 1)
+
+
 def paired(before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]], *,
            metric: str = "em", resamples: int = 10_000, seed: int = 0) -> dict[str, Any]:
     """The mean gain (points) of `after` over `before` on the same tasks, its paired bootstrap
