@@ -274,6 +274,18 @@ def tiny_model(make_tiny_policy):
 
 
 @pytest.fixture(scope="session")
+def hashed_world_kb(small_world, tmp_path_factory):
+    """The small world in a real LanceDB knowledge base with hash embeddings (no model weights);
+    shared by the session's tests, which only search it."""
+    from tools.embeddings import HashEmbedder
+    from tools.knowledge import KnowledgeBase
+
+    kb = KnowledgeBase(tmp_path_factory.mktemp("hashed_world_kb"), embedder=HashEmbedder())
+    kb.ingest(small_world.docs, progress=False)
+    return kb
+
+
+@pytest.fixture(scope="session")
 def world_kb(small_world, tmp_path_factory):
     """The small world ingested into a real knowledge base (real MiniLM embeddings)."""
     from tools.knowledge import KnowledgeBase

@@ -10,8 +10,6 @@ import pytest
 import torch
 
 from agents.models import policy_settings
-from tools.embeddings import HashEmbedder
-from tools.knowledge import KnowledgeBase
 from training.cml import (
     blended_writer_sample,
     relevance_scores,
@@ -23,11 +21,9 @@ from training.cml import (
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(scope="module")
-def kb(tmp_path_factory, small_world):
-    kb = KnowledgeBase(tmp_path_factory.mktemp("cml_kb"), embedder=HashEmbedder())
-    kb.ingest(small_world.docs, progress=False)
-    return kb
+@pytest.fixture
+def kb(hashed_world_kb):
+    return hashed_world_kb
 
 
 def test_groups_hold_one_gold_and_hard_distractors_from_the_knowledge_base(small_world, kb):

@@ -12,17 +12,13 @@ import pytest
 from scripted import ScriptedChatModel
 
 from graph import ResearchConfig, TrajectoryStore, research_many
-from tools.embeddings import HashEmbedder
-from tools.knowledge import KnowledgeBase
 
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(scope="module")
-def kb(tmp_path_factory, small_world):
-    kb = KnowledgeBase(tmp_path_factory.mktemp("batch_kb"), embedder=HashEmbedder())
-    kb.ingest(small_world.docs, progress=False)
-    return kb
+@pytest.fixture
+def kb(hashed_world_kb):
+    return hashed_world_kb
 
 
 def test_a_task_without_a_question_is_an_error_result_the_others_run(kb, small_world, tmp_path):
