@@ -302,6 +302,47 @@ def prefix_update(results: Path) -> str:
                      f"update, whole (median of {r['repeats']})", "update, shared", "speedup"], rows)
 
 
+# --- cml.json, debate.json ------------------------------------------------------------------
+
+SUITE_NAMES = {"world": "held-out world", "hotpotqa": "HotpotQA"}
+
+
+@table("cml")
+def cml(results: Path) -> str:
+    """The CML selector against the lexical one: evidence F1 and EM on the held-out sets."""
+    r = load(results, "cml", "comparisons")
+    s, comps, rows = r["summary"], r["comparisons"], []
+    for suite in ordered({k.split("_")[0] for k in comps}, SUITES):
+        for metric, label, target in (("evidence_f1", "evidence F1", 15), ("em", "EM", 3)):
+            c = comps[f"{suite}_{metric}"]
+            rows.append([f"{SUITE_NAMES.get(suite, suite)}: {label}",
+                         f"{s[f'{suite}_{metric}_lexical']:.1f}", f"{s[f'{suite}_{metric}_cml']:.1f}",
+                         f"**{signed(c['gain'])}** {goal(f'≥ +{target}', c['gain'] >= target)}",
+                         interval(c["ci95"]), str(c["gained"]), str(c["lost"]), str(c["n"])])
+    return markdown(["metric (%)", "lexical selector", "CML selector", "gain (points)", "95% CI",
+                     "tasks gained", "lost", "n"], rows)
+
+
+@table("debate")
+def debate(results: Path) -> str:
+    """The debate writer against the single writer on conflict and plain tasks."""
+    r = load(results, "debate", "comparisons")
+    s, c = r["summary"], r["comparisons"]
+    conflict, plain = c["conflict_accuracy"], c["plain_em"]
+    rows = [["conflict tasks: accuracy (every valid answer, no wrong one)",
+             f"{s['conflict_accuracy_single']:.1f}", f"{s['conflict_accuracy_debate']:.1f}",
+             f"**{signed(conflict['gain'])}** {goal('≥ +10', conflict['gain'] >= 10)}",
+             interval(conflict["ci95"]), str(conflict["gained"]), str(conflict["lost"]),
+             str(conflict["n"])],
+            ["plain tasks: EM", f"{s['plain_em_single']:.1f}", f"{s['plain_em_debate']:.1f}",
+             f"**{signed(plain['gain'])}** {goal('≥ −2', plain['gain'] >= -2)}",
+             interval(plain["ci95"]), str(plain["gained"]), str(plain["lost"]), str(plain["n"])],
+            ["model calls per conflict task", f"{s['model_calls_single']:.1f}",
+             f"{s['model_calls_debate']:.1f}", "", "", "", "", ""]]
+    return markdown([f"`{s['model']}`, {s['debate_rounds']} rounds (%)", "single writer",
+                     "debate", "change (points)", "95% CI", "tasks gained", "lost", "n"], rows)
+
+
 # --- retrieval.json -------------------------------------------------------------------------
 
 def best_bold(values: Mapping[str, float], modes: Sequence[str]) -> list[str]:

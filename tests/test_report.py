@@ -231,3 +231,32 @@ def test_absent_runs_are_skipped(new_results: Path) -> None:
     (new_results / "baselines.json").write_text(json.dumps(data))
     assert "hotpotqa" not in report.render("baselines", new_results)
     assert report.render("baselines", new_results).count("\n") == 1 + 3
+
+
+def test_cml_and_debate_tables(tmp_path: Path) -> None:
+    comps = {f"{s}_{m}": comparison(g) for s, m, g in (("world", "evidence_f1", 18.0),
+                                                       ("world", "em", 2.0),
+                                                       ("hotpotqa", "evidence_f1", 9.0),
+                                                       ("hotpotqa", "em", 3.0))}
+    summary_ = {f"{s}_{m}_{w}": v for s in ("world", "hotpotqa") for m in ("evidence_f1", "em")
+                for w, v in (("lexical", 40.0), ("cml", 50.0))}
+    (tmp_path / "cml.json").write_text(json.dumps({"summary": summary_, "comparisons": comps}))
+    lines = report.render("cml", tmp_path).splitlines()
+    assert lines[2:] == [
+        "| held-out world: evidence F1 | 40.0 | 50.0 | **+18.0** (goal ≥ +15: met) "
+        "| [+13.0, +23.0] | 3 | 1 | 4 |",
+        "| held-out world: EM | 40.0 | 50.0 | **+2.0** (goal ≥ +3: missed) | [-3.0, +7.0] | 3 | 1 | 4 |",
+        "| HotpotQA: evidence F1 | 40.0 | 50.0 | **+9.0** (goal ≥ +15: missed) "
+        "| [+4.0, +14.0] | 3 | 1 | 4 |",
+        "| HotpotQA: EM | 40.0 | 50.0 | **+3.0** (goal ≥ +3: met) | [-2.0, +8.0] | 3 | 1 | 4 |"]
+    (tmp_path / "debate.json").write_text(json.dumps({
+        "summary": {"model": "local:smollm2", "debate_rounds": 2, "conflict_accuracy_single": 4.0,
+                    "conflict_accuracy_debate": 1.0, "plain_em_single": 6.0, "plain_em_debate": 2.0,
+                    "model_calls_single": 5.2, "model_calls_debate": 14.8},
+        "comparisons": {"conflict_accuracy": comparison(-3.0), "plain_em": comparison(-4.0)}}))
+    lines = report.render("debate", tmp_path).splitlines()
+    assert lines[0].startswith("| `local:smollm2`, 2 rounds (%) | single writer | debate |")
+    assert lines[2].startswith("| conflict tasks: accuracy (every valid answer, no wrong one) | 4.0 "
+                               "| 1.0 | **-3.0** (goal ≥ +10: missed) | [-8.0, +2.0] |")
+    assert lines[3].startswith("| plain tasks: EM | 6.0 | 2.0 | **-4.0** (goal ≥ −2: missed) |")
+    assert lines[4] == "| model calls per conflict task | 5.2 | 14.8 |  |  |  |  |  |"
