@@ -100,3 +100,35 @@ def test_engine_options_are_checked_on_the_command_line(sleuth_in_process, tmp_p
     proc = sleuth_in_process("train", "grpo", "--output", str(tmp_path / "run"), "--world-seed", "1",
                              "--world-tasks", "4", "--engine", "openai", "--steps", "1", check=False)
     assert proc.returncode != 0 and "base_url" in proc.stderr
+
+
+def test_batches_share_a_prefix_and_a_length_band(policy):
+    from agents.ct2 import plan_batches
+
+    def req(n: int, prefix: int = 3, temperature: float = 0.0) -> GenerationRequest:
+        return GenerationRequest(prompt_ids=[1, 2, 9][:prefix] + [5] * n, prefix_len=prefix,
+                                 temperature=temperature)
+    a, b, c, d = req(10), req(20), req(40), req(12, prefix=2)
+    e = req(11, temperature=0.7)
+    batches = plan_batches([c, a, d, b, e], length_tolerance=16)
+    assert sorted(map(len, batches)) == [1, 1, 1, 2]
+    assert [a, b] in batches and [c] in batches  # 10 and 20 within 16 tokens, 40 not
+    assert [d] in batches and [e] in batches  # another prefix; another temperature
+
+
+def test_each_request_keeps_its_own_length_in_a_shared_batch(policy):
+    from agents.ct2 import CT2Sampler
+
+    sampler = CT2Sampler(policy.model, policy.tokenizer, quantization="float32", window_s=0.2)
+    short, long_ = _request(policy, 0.0), _request(policy, 0.0)
+    short.max_new_tokens, long_.max_new_tokens = 3, 12
+    try:
+        for fut in [sampler.submit(short), sampler.submit(long_)]:
+            fut.result(timeout=300)
+    finally:
+        sampler.close()
+    assert sampler.batch_sizes == [2]
+    assert len(short.result.token_ids) <= 3 and short.result.finish_reason in ("length", "stop")
+    assert len(long_.result.token_ids) > 3  # not cut at the shorter one's end
+    assert long_.result.token_ids[:3] == short.result.token_ids
+    assert len(short.result.logprobs) == len(short.result.token_ids)
