@@ -15,15 +15,18 @@ prompts of 120-400 tokens: one mixed batch 27 s, one request at a time 13 s, 8 p
 one length 9.8 s. So a batch holds requests that share their static prefix (passed as
 `static_prompt`, whose state CTranslate2 caches across calls, as the in-process engine's
 prefix cache does) and whose remaining lengths lie within `length_tolerance` tokens; each
-request keeps its own `max_new_tokens` (the callback ends its row).
+request keeps its own `max_new_tokens` (the callback ends its row). Batches decode in
+parallel, one thread each (`parallel`, by default torch's thread count): on 2 cores that
+beats one batch on both cores, since the batches are small and decode is memory-bound.
 
 Logprobs follow `LocalChatModel`'s convention: per completion token, log softmax(logits / T)
 (T = 1 when greedy), computed from the step's logits over the whole vocabulary, since
 CTranslate2's own `log_prob` is always taken at T = 1. They come from int8 weights, so they
 differ from the trainer's fp32 ones: `exact = False` tells the trainer to correct for the
 mismatch (`training.grpo.update`, truncated importance sampling). Unlike the in-process
-engine, a batch samples from one random generator (`ctranslate2.set_random_seed`, seeded by
-the batch's first request), so a call's tokens depend on what it was batched with.
+engine, a batch samples from one process-wide random generator (`ctranslate2.set_random_seed`,
+seeded by the batch's first request), so a sampled call's tokens depend on what it was
+batched and decoded beside; greedy calls do not.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import tempfile
 import threading
 import time
 import weakref
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -51,19 +54,21 @@ class CT2Sampler:
     exact = False  # int8 logprobs are not the trainer's
 
     def __init__(self, model: Any, tokenizer: Any, *, quantization: str = "int8",
-                 threads: int | None = None, window_s: float = 0.005, max_batch: int = 16,
-                 length_tolerance: int = 16):
+                 threads: int | None = None, parallel: int | None = None,
+                 window_s: float = 0.005, max_batch: int = 16, length_tolerance: int = 16):
         try:
             import ctranslate2  # noqa: F401
         except ImportError:
             raise ImportError("the ct2 engine needs CTranslate2: pip install 'sleuth[ct2]' "
                               "(ctranslate2>=4.5)") from None
         self.model, self.tokenizer = model, tokenizer
-        # CTranslate2's own default takes every core, and torch (the embedder, the trainer)
-        # computes in the same process: on 2 cores, 8 concurrent research runs took 129 s
-        # with its default and 76 s with one thread. Default: half of torch's threads.
+        # CTranslate2's own default takes every core for one batch, and torch (the embedder,
+        # the trainer) computes in the same process: on 2 cores, 8 concurrent research runs
+        # took 129 s with its default and 76 s with one thread. Default: one thread per batch
+        # and as many batches decoding at once as torch has threads (`parallel`).
         self.quantization = quantization
-        self.threads = threads if threads is not None else max(1, torch.get_num_threads() // 2)
+        self.threads = threads if threads is not None else 1
+        self.parallel = parallel if parallel is not None else max(1, torch.get_num_threads())
         self.window_s, self.max_batch = window_s, max_batch
         self.length_tolerance = length_tolerance
         self.eos = eos_ids(tokenizer, model)
@@ -74,6 +79,7 @@ class CT2Sampler:
         self._generator: Any = None
         self._stale = True
         self._queue: queue.Queue[tuple[GenerationRequest, Future] | None] = queue.Queue()
+        self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="sleuth-ct2-batch")
         self._thread = threading.Thread(target=self._loop, daemon=True, name="sleuth-ct2")
         self._thread.start()
 
@@ -109,6 +115,7 @@ class CT2Sampler:
         self._generator = None
         TransformersConverter(str(hf)).convert(str(ct), quantization=self.quantization, force=True)
         self._generator = ctranslate2.Generator(str(ct), device="cpu", intra_threads=self.threads,
+                                                inter_threads=self.parallel,
                                                 compute_type=self.quantization)
         shutil.rmtree(hf, ignore_errors=True)
         self._stale = False
@@ -135,20 +142,37 @@ class CT2Sampler:
         return items
 
     def _loop(self) -> None:
+        running: set[Future] = set()
         while (items := self._take()) is not None:
+            if self._stale:  # convert once no batch decodes from the old model
+                wait(list(running))
+                try:
+                    self._sync()
+                except BaseException as e:  # noqa: BLE001 - the callers get the error
+                    for _, fut in items:
+                        fut.set_exception(e)
+                    continue
             futures = {id(req): fut for req, fut in items}
             for batch in plan_batches([req for req, _ in items], self.length_tolerance):
-                try:
-                    if self._stale:
-                        self._sync()
-                    self._decode(batch)
-                    for req in batch:
-                        futures[id(req)].set_result(None)
-                except BaseException as e:  # noqa: BLE001 - the callers get the error
-                    for req in batch:
-                        if not futures[id(req)].done():
-                            futures[id(req)].set_exception(e)
+                # CTranslate2 releases the GIL while it decodes: batches run in parallel, up
+                # to `parallel` at once (the generator's inter_threads)
+                job = self._pool.submit(self._run, batch, [futures[id(r)] for r in batch])
+                running.add(job)
+                job.add_done_callback(running.discard)
+        wait(list(running))
+        self._pool.shutdown()
         shutil.rmtree(self._folder, ignore_errors=True)
+
+    def _run(self, batch: list[GenerationRequest], futures: list[Future]) -> None:
+        """Decode one batch and resolve its requests' futures (with the error, if any)."""
+        try:
+            self._decode(batch)
+            for fut in futures:
+                fut.set_result(None)
+        except BaseException as e:  # noqa: BLE001 - the callers get the error
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(e)
 
     def _decode(self, reqs: list[GenerationRequest]) -> None:
         """One `generate_batch` over requests of one prefix and sampling parameters."""
@@ -169,7 +193,7 @@ class CT2Sampler:
             stopped[i] = bool(reqs[i].stop) and hit_stop(self.tokenizer, tokens[i], reqs[i].stop)
             return stopped[i] or len(tokens[i]) >= reqs[i].max_new_tokens
 
-        ctranslate2.set_random_seed(r0.seed % (1 << 31))
+        ctranslate2.set_random_seed(r0.seed % (1 << 31))  # process-wide: see the docstring
         self.batch_sizes.append(len(reqs))
         ids_of = self.tokenizer.convert_ids_to_tokens
         results = self._generator.generate_batch(
