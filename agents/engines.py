@@ -7,9 +7,9 @@ it samples from. Engines:
 
 - "transformers" (default): `agents.decoding.Batcher`, in-process, on the model's own
   weights (exact logprobs; per-request seeds; continuous batching; prefix KV cache).
-- "ct2-int8": `agents.ct2.CT2Sampler`, CTranslate2 int8 on the CPU (faster decoding alone,
-  not yet inside research runs; logprobs from int8 weights, so the trainer corrects for the
-  mismatch).
+- "ct2-int8": `agents.ct2.CT2Sampler`, CTranslate2 int8 on the CPU (batches of one static
+  prefix and one length band, decoded in parallel; logprobs from int8 weights, so the
+  trainer corrects for the mismatch).
 - "openai": `agents.remote.OpenAISampler`, a vLLM (or other OpenAI-compatible) server
   sampling from the base model plus the trainer's LoRA adapter, pushed after every update
   (options: `base_url`, `served_model`, `api_key`).
