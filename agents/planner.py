@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agents.base import Agent, read_input
 from agents.parsing import parse_plan
 from agents.prompting import brief
 from agents.schemas import PlannerInput, PlannerUpdate
+
+REASONED = "planner_reasoned"  # the prompt whose reply states the facts found, then the plan
+
+
+def planner_reply(found: Sequence[str], sub_questions: Sequence[str],
+                  prompt: str | None = None) -> str:
+    """A demonstration reply in the format of the planner prompt `prompt` (None: the default
+    planner, the plan alone; `REASONED`: the cited facts found first); no sub-questions
+    means done."""
+    plan = ("<subquestions>\n" + "\n".join(f"{i}. {q}" for i, q in enumerate(sub_questions, 1))
+            + "\n</subquestions>") if sub_questions else "<done>"
+    if prompt == REASONED:
+        return f"<found>{' '.join(found) or 'nothing yet'}</found>\n{plan}"
+    return plan
 
 
 class Planner(Agent):

@@ -19,7 +19,7 @@ Writes benchmarks/results/learning.json (`summary` first) and learning_curves.pn
 an interrupted run (finished stages and evaluations are kept under $SLEUTH_HOME/runs).
 
 Usage: python benchmarks/learning.py [--stages chains,grpo] [--minutes chains=25,grpo=35]
-       [--limit N] [--ship] [--run-dir DIR] [--writer-prompt writer_reasoned] [--balance-roles]
+       [--limit N] [--ship] [--run-dir DIR] [--prompt writer=writer_reasoned] [--balance-roles]
 """
 
 from __future__ import annotations
@@ -80,8 +80,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="First N tasks of each suite.")
     ap.add_argument("--run-dir", default=RUN_DIR, help="Training folder under $SLEUTH_HOME.")
     ap.add_argument("--ship", action="store_true")
-    ap.add_argument("--writer-prompt", default=None, help="e.g. writer_reasoned (an option "
-                    "of training.pipeline; the default writer answers first).")
+    ap.add_argument("--prompt", action="append", default=[], metavar="ROLE=PROMPT",
+                    help="e.g. writer=writer_reasoned or planner=planner_reasoned (repeatable; "
+                    "training.pipeline's `prompts`).")
     ap.add_argument("--balance-roles", action="store_true", help="Chains: every role equally often.")
     args = ap.parse_args()
     tasks = suites(args.limit)
@@ -92,7 +93,7 @@ def main() -> None:
                          stages=tuple(args.stages.split(",")),
                          minutes={k: float(v) for k, v in
                                   (kv.split("=") for kv in args.minutes.split(","))},
-                         writer_prompt=args.writer_prompt, balance_roles=args.balance_roles)
+                         prompts=dict(p.split("=", 1) for p in args.prompt), balance_roles=args.balance_roles)
     records = run_pipeline(cfg, log=console.print)
     stages = {}
     for stage, record in records.items():
@@ -143,7 +144,7 @@ def _results(before: dict, retrieval: dict, stages: dict, records: dict,
                             "rl_stage_vs_warm_start": rl},
             "protocol": {"eval": EVAL.model_dump(mode="json"), "lora_r": cfg.lora_r,
                          "minutes": cfg.minutes, "first_training_seed": cfg.first_seed,
-                         "writer_prompt": cfg.writer_prompt, "balance_roles": cfg.balance_roles},
+                         "prompts": cfg.prompts, "balance_roles": cfg.balance_roles},
             "before": before, "hotpotqa_retrieval_title": {
                 "summary": summary(rows(retrieval, "retrieval-title")),
                 "per_task": rows(retrieval, "retrieval-title")},

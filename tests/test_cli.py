@@ -127,3 +127,14 @@ def test_ask_prints_progress_answer_and_stats(sleuth_in_process, tiny_model, che
     web_hits = [h for s in traj.tool_steps if s.tool == "web_search" for h in s.output]
     assert web_hits and all(h["url"].startswith(corpus_server.url) for h in web_hits)
     assert any(r.startswith("/doc/") for r in corpus_server.requests)  # pages were fetched
+
+
+def test_pipeline_prompt_options_are_checked_before_training(sleuth_in_process, tmp_path):
+    for value, message in (("writer", "--prompt takes ROLE=PROMPT"),
+                           ("critic=writer_reasoned", "unknown role 'critic'"),
+                           ("planner=no_such_prompt", "no prompt file")):
+        proc = sleuth_in_process("train", "pipeline", "--output", str(tmp_path / "run"),
+                                 "--prompt", value, check=False)
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "chains").exists()

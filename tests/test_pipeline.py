@@ -19,7 +19,7 @@ def test_pipeline_runs_its_stages_on_one_adapter_and_resumes(make_tiny_policy, t
     cfg = PipelineConfig(
         output_dir=str(tmp_path / "run"), model=policy, stages=("chains", "cml", "grpo"),
         minutes={"chains": 0.001, "cml": 0.001, "grpo": 10}, lora_r=4, chain_tasks=6, cml_tasks=3,
-        writer_prompt="writer_reasoned", balance_roles=True,
+        prompts={"writer": "writer_reasoned", "planner": "planner_reasoned"}, balance_roles=True,
         research=ResearchConfig(search_mode="fts", max_rounds=3, max_attempts=1, max_new_tokens=2),
         grpo={"max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2,
               "temperature": 0.3, "dynamic_sampling": False, "save_steps": 1})
@@ -40,10 +40,10 @@ def test_pipeline_runs_its_stages_on_one_adapter_and_resumes(make_tiny_policy, t
     card = json.loads((out / "grpo" / "sleuth.json").read_text())
     # trained without the worked examples; CML taught it to judge passages, GRPO kept that
     assert card == {"prompt_examples": False, "judges_passages": True,
-                    "prompts": {"writer": "writer_reasoned"}}  # the chains' writer format
+                    "prompts": {"writer": "writer_reasoned", "planner": "planner_reasoned"}}
     loaded = load_chat_model(f"hf:{out / 'grpo'}")
     assert loaded.prompt_examples is False and loaded.judges_passages is True
-    assert loaded.prompts == {"writer": "writer_reasoned"}
+    assert loaded.prompts == {"writer": "writer_reasoned", "planner": "planner_reasoned"}
     summary = json.loads((out / "pipeline.json").read_text())
     assert list(summary["stages"]) == ["chains", "cml", "grpo"] and summary["config"]["lora_r"] == 4
     # a second run finds every stage done: nothing is trained again

@@ -71,3 +71,31 @@ def test_the_teacher_retries_with_another_query_after_a_miss(world):
     assert first == f"<search>{hop['query']}</search>" and retry != first
     with pytest.raises(ValueError, match="no task carries a rationale"):
         demonstrations([{"id": "q", "question": "?", "answer": "a", "docs": []}], knowledge=object())
+
+
+def test_the_reasoned_planner_states_what_it_found_before_it_asks(world, world_kb):
+    from agents.parsing import parse_plan
+    from agents.planner import REASONED, planner_reply
+
+    assert planner_reply([], ["Who?"], REASONED) == \
+        "<found>nothing yet</found>\n<subquestions>\n1. Who?\n</subquestions>"
+    assert planner_reply(["A is B [1]."], [], REASONED) == "<found>A is B [1].</found>\n<done>"
+    assert planner_reply(["A is B [1]."], ["Who?"]) == "<subquestions>\n1. Who?\n</subquestions>"
+    bridges = [t for t in world.tasks if t["type"] == "bridge"]
+    demos = demonstrations(bridges, knowledge=world_kb, prompts={"planner": REASONED},
+                           config=ResearchConfig(search_mode="fts", temperature=0.0))
+    assert len(demos) >= 0.8 * len(bridges)
+    chain_of = {t["question"]: chains_of(t)[0] for t in bridges}
+    for t in demos:
+        plans = [s for s in t.model_steps if s.role == "planner"]
+        assert "Evidence: none yet." in plans[0].prompt_messages[-1]["content"]
+        assert plans[0].text.startswith("<found>nothing yet</found>")
+        second = plans[1].text
+        hop = chain_of[t.question][0]
+        assert second.startswith(f"<found>{hop['fact']} [") and "</found>" in second
+        plan = parse_plan(second)
+        last = [h for h in chain_of[t.question] if h["fact"] in second][-1]
+        assert plan.ok and (plan.done or last["answer"] in plan.sub_questions[0])  # names it
+        for step in plans:  # done only with every hop's fact found
+            if parse_plan(step.text).done:
+                assert all(h["fact"] in step.text for h in chain_of[t.question])

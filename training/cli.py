@@ -309,6 +309,13 @@ def _minutes(text: str) -> dict[str, float]:
         _fail(f"--minutes takes stage=minutes pairs, e.g. chains=25,grpo=35, not {text!r}")
 
 
+def _role_prompts(pairs: list[str]) -> dict[str, str]:
+    """`writer=writer_reasoned` pairs as {role: prompt}."""
+    if any("=" not in p for p in pairs):
+        _fail(f"--prompt takes ROLE=PROMPT, e.g. writer=writer_reasoned, not {pairs!r}")
+    return dict(p.split("=", 1) for p in pairs)
+
+
 @train_app.command("pipeline")
 def pipeline_command(
     output: Annotated[Path, typer.Option("--output", help="Output folder (a folder per stage).",
@@ -320,8 +327,9 @@ def pipeline_command(
     prompt_examples: Annotated[bool, typer.Option(
         help="Train (and later run) with the prompts' worked examples.")] = False,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    writer_prompt: Annotated[str | None, typer.Option(
-        help="Train the writer on another prompt file, e.g. writer_reasoned (facts, then answer).")] = None,
+    prompt: Annotated[list[str] | None, typer.Option(
+        "--prompt", help="ROLE=PROMPT: train (and later run) a role on another prompt file, e.g. "
+        "writer=writer_reasoned or planner=planner_reasoned (the facts first); repeatable.")] = None,
     balance_roles: Annotated[bool, typer.Option(
         help="Chains: train every role as often as the commonest.")] = False,
 ) -> None:
@@ -332,7 +340,7 @@ def pipeline_command(
                          stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
                          minutes=_minutes(minutes), lora_r=lora_r,
                          prompt_examples=prompt_examples, seed=seed,
-                         writer_prompt=writer_prompt, balance_roles=balance_roles)
+                         prompts=_role_prompts(prompt or []), balance_roles=balance_roles)
     records = run_pipeline(cfg, log=lambda line: err.print(line, highlight=False, markup=False))
     last = list(records)[-1]
     err.print(f"trained policy in {output / last} (use --model hf:{output / last}); stage "

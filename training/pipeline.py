@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from agents.models import LocalChatModel, policy_settings
-from graph.config import ResearchConfig
+from agents.prompting import load_template
+from graph.config import ROLES, ResearchConfig
 from graph.run import research_many
 from tools.corpora import cached_kb, corpus_of
 from training import rewards
@@ -60,7 +61,9 @@ class PipelineConfig:
         max_rounds=3, max_attempts=2, max_new_tokens=96))
     chain_tasks: int = 400
     cml_tasks: int = 200
-    writer_prompt: str | None = None  # e.g. agents.writer.REASONED: the facts, then the answer
+    # role -> prompt file to train (and later run) that role on, e.g. {"writer":
+    # agents.writer.REASONED, "planner": agents.planner.REASONED}: the facts first
+    prompts: dict[str, str] = field(default_factory=dict)
     balance_roles: bool = False  # chains: every role as often as the commonest
     cml_extra_tasks: list[dict[str, Any]] = field(default_factory=list)  # e.g. a task file's rows
     rft_tasks: int = 48
@@ -75,6 +78,10 @@ class PipelineConfig:
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown:
             raise ValueError(f"unknown stages {unknown}: the stages are {', '.join(STAGES)}")
+        for role, prompt in self.prompts.items():  # a wrong name fails now, not after a stage
+            if role not in ROLES:
+                raise ValueError(f"prompts: unknown role {role!r}; the roles are {', '.join(ROLES)}")
+            load_template(prompt)
 
 
 Log = Callable[[str], None]
@@ -87,8 +94,8 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     chat = load_policy(cfg.model, peft_config=lora_config(cfg.lora_r))
     chat.prompt_examples = cfg.prompt_examples
-    if cfg.writer_prompt:  # the chains' writer format, recorded in the policy's card
-        chat.prompts = {**chat.prompts, "writer": cfg.writer_prompt}
+    if cfg.prompts:  # the chains' reply formats, recorded in the policy's card
+        chat.prompts = {**chat.prompts, **cfg.prompts}
     records: dict[str, Any] = {}
     for stage in cfg.stages:
         folder = out / stage

@@ -9,7 +9,9 @@ answers as a policy that knows the chain would — ask the next hop whose page i
 evidence yet, search that hop's query (another wording after a miss), stop when every hop's
 page is in hand, answer with the gold answer and cite the pages it read, each hop's fact
 with its page number (with the reasoned writer prompt, `agents.writer.REASONED`, the facts
-come first and the answer last). So demonstrations
+come first and the answer last; with the reasoned planner prompt, `agents.planner.REASONED`,
+the planner first states the facts of the hops already in the evidence, so the next
+sub-question names the entity they revealed). So demonstrations
 carry the prompts the policy will see, and a miss in retrieval becomes a demonstrated retry.
 Runs whose answer is not exactly right (a hop's page never surfaced) are dropped.
 
@@ -30,6 +32,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict
 
+from agents.planner import planner_reply
 from agents.writer import writer_reply
 from graph.config import ResearchConfig
 from graph.run import research_many
@@ -89,13 +92,12 @@ class ChainTeacher(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=reply))])
 
     def _plan(self, key: str, prompt: str) -> str:
-        titles = {m.group(2) for m in _EVIDENCE.finditer(prompt)}
-        todo = [next(h for h in chain if h["title"] not in titles)["sub_question"]
-                for chain in self.chains[key] if any(h["title"] not in titles for h in chain)]
-        if not todo:
-            return "<done>"
-        return "<subquestions>\n" + "\n".join(f"{i}. {q}" for i, q in enumerate(todo, 1)) \
-            + "\n</subquestions>"
+        numbers = {m.group(2): int(m.group(1)) for m in _EVIDENCE.finditer(prompt)}
+        found = [f"{h['fact']} [{numbers[h['title']]}]." for chain in self.chains[key]
+                 for h in chain if h["title"] in numbers]
+        todo = [next(h for h in chain if h["title"] not in numbers)["sub_question"]
+                for chain in self.chains[key] if any(h["title"] not in numbers for h in chain)]
+        return planner_reply(found, todo, self.prompts.get("planner"))
 
     def _search(self, key: str, prompt: str) -> str:
         sub = _field(prompt, "Sub-question")
