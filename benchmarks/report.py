@@ -302,6 +302,22 @@ def prefix_update(results: Path) -> str:
                      f"update, whole (median of {r['repeats']})", "update, shared", "speedup"], rows)
 
 
+@table("grpo_step")
+def grpo_step(results: Path) -> str:
+    """Whole GRPO steps, today's settings against both throughput levers."""
+    g = load(results, "train_step", "grpo_step")["grpo_step"]
+    prefixes = {True: "shared", False: "whole"}
+    rows = [[label, f"{g[side]['rollout_engine']}, prefixes {prefixes[g[side]['share_prefix']]}",
+             f"{g[side]['median_step_s']:.1f} s", f"{g[side]['median_rollout_s']:.1f} s",
+             f"{g[side]['median_update_s']:.1f} s"]
+            for side, label in (("today", "today's"), ("levers", "both levers"))]
+    rows.append(["**speedup**", "", f"**{g['speedup']:.2f}×** {goal('≥ 2×', g['speedup'] >= 2)}",
+                 "", ""])
+    steps = len(g["today"]["step_s"])
+    return markdown(["GRPO step (2 tasks × 4 rollouts)", "sampling engine, update",
+                     f"step (median of {steps})", "sampling + scoring", "update"], rows)
+
+
 # --- cml.json, debate.json ------------------------------------------------------------------
 
 SUITE_NAMES = {"world": "held-out world", "hotpotqa": "HotpotQA"}

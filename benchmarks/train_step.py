@@ -13,8 +13,19 @@
    rank-8 LoRA adapter, with and without the worked examples in the prompts; every call
    given a non-zero advantage; `update` timed with `share_prefix` off and on, alternated,
    `--repeats` times each, in one process. Speedup = median seconds without / with.
+3. Whole GRPO steps (`ResearchGRPOTrainer`: sampling the research rollouts, scoring, the
+   update, the weight sync) of the learning pipeline's shape — 2 tasks x 4 rollouts at T 0.7,
+   the pipeline's research configuration, rank-8 LoRA on SmolLM2, the same fixed tasks,
+   every group updated (`dynamic_sampling` off, so both sides update every rollout) — today's
+   (in-process fp32 sampling, every prompt computed whole in the update) against both levers
+   (the CTranslate2 int8 engine, prefixes shared in the update). Each side in its own
+   process, `--grpo-steps` steps after a warm-up step (the int8 side converts its weights
+   then); median step seconds, split into sampling and update. Speedup = today / levers.
+
+`--sections` runs some of them (default all); the others are kept from the results file.
 
 Usage: python benchmarks/train_step.py [--tokens 32] [--prefix-tokens 300] [--repeats 3]
+       [--grpo-steps 3] [--sections trl,prefix,grpo_step]
 """
 
 from __future__ import annotations
@@ -202,8 +213,55 @@ def run_prefix_update(repeats: int) -> dict:
     return out
 
 
-def child(impl: str, tokens: int, prefix_tokens: int) -> None:
+GRPO_SIDES = {"today": {"rollout_engine": "transformers", "share_prefix": False},
+              "levers": {"rollout_engine": "ct2-int8", "share_prefix": True}}
+
+
+def run_grpo_steps(side: str, steps: int) -> dict:
+    """`steps` whole GRPO steps after a warm-up step, one side's settings; their timings."""
+    from tools.worlds import generate_world
+    from training import rewards
+    from training.grpo import ResearchGRPOTrainer, grpo_config
+    from training.pipeline import PipelineConfig
+    from training.policy import lora_config
+
+    cfg = PipelineConfig(output_dir=tempfile.mkdtemp())
+    tasks = generate_world(cfg.first_seed, 2 * (steps + 1), hops=(2, 3)).tasks
+    args = grpo_config(tempfile.mkdtemp(), lora=True, temperature=0.7, max_steps=steps + 1,
+                       save_steps=10_000, dynamic_sampling=False, **GRPO_SIDES[side])
+    rows: list[dict] = []
+    trainer = ResearchGRPOTrainer("local:smollm2", rewards.default(), args, train_dataset=tasks,
+                                  peft_config=lora_config(cfg.lora_r), research=cfg.research,
+                                  on_step=rows.append)
+    trainer.train()
+    timed = rows[1:]  # after the warm-up step
+    return {"side": side, **GRPO_SIDES[side],
+            "step_s": [round(r["step_s"], 2) for r in timed],
+            "rollout_s": [round(r["rollout_s"], 2) for r in timed],
+            "update_s": [round(r["step_s"] - r["rollout_s"], 2) for r in timed],
+            "samples": [r["samples"] for r in timed]}
+
+
+def run_grpo_step(steps: int) -> dict:
+    """Both sides in their own processes; medians and the speedup."""
+    out = {}
+    for side in GRPO_SIDES:
+        proc = subprocess.run([sys.executable, __file__, "--child", side, "--grpo-steps", str(steps)],
+                              capture_output=True, text=True, check=True)
+        out[side] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(side, out[side], flush=True)
+    for v in out.values():
+        v.update({f"median_{k}": round(statistics.median(v[k]), 2)
+                  for k in ("step_s", "rollout_s", "update_s")})
+    out["speedup"] = round(out["today"]["median_step_s"] / out["levers"]["median_step_s"], 3)
+    return out
+
+
+def child(impl: str, tokens: int, prefix_tokens: int, grpo_steps: int = 3) -> None:
     """Measure one implementation in this process; print JSON."""
+    if impl in GRPO_SIDES:
+        print(json.dumps(run_grpo_steps(impl, grpo_steps)))
+        return
     system = system_prompt(prefix_tokens)
     seconds = (run_ours if impl == "ours" else run_trl)(tokens, system)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -211,45 +269,57 @@ def child(impl: str, tokens: int, prefix_tokens: int) -> None:
 
 
 def main() -> None:
-    """Alternate ours and TRL in fresh processes, then the update on research batches;
-    print the tables and write JSON."""
+    """Alternate ours and TRL in fresh processes, the update on research batches, whole GRPO
+    steps; print the figures and write JSON (sections not run are kept from the file)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--prefix-tokens", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--child", choices=["ours", "trl"])
+    ap.add_argument("--grpo-steps", type=int, default=3)
+    ap.add_argument("--sections", default="trl,prefix,grpo_step")
+    ap.add_argument("--child", choices=["ours", "trl", *GRPO_SIDES])
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.tokens, args.prefix_tokens)
+        child(args.child, args.tokens, args.prefix_tokens, args.grpo_steps)
         return
-    runs: dict[str, list[dict]] = {"ours": [], "trl": []}
-    for _ in range(args.repeats):
-        for impl in ("ours", "trl"):
-            proc = subprocess.run([sys.executable, __file__, "--child", impl, "--tokens",
-                                   str(args.tokens), "--prefix-tokens", str(args.prefix_tokens)],
-                                  capture_output=True, text=True, check=True)
-            runs[impl].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            print(impl, runs[impl][-1], flush=True)
-    med = {k: {m: statistics.median(r[m] for r in v) for m in ("seconds", "peak_rss_mb")}
-           for k, v in runs.items()}
-    prefix = run_prefix_update(args.repeats)
-    result = {"tokens": args.tokens, "prefix_tokens": args.prefix_tokens, "prompts": len(PROMPTS),
-              "generations": G, "repeats": args.repeats, "runs": runs, "median": med,
-              "prefix_update": prefix,
-              "summary": {"time_ratio_vs_trl": round(med["ours"]["seconds"] / med["trl"]["seconds"], 3),
-                          "memory_ratio_vs_trl": round(med["ours"]["peak_rss_mb"]
-                                                       / med["trl"]["peak_rss_mb"], 3),
-                          "prefix_update_speedup": prefix["without_examples"]["speedup"],
-                          "prefix_update_speedup_with_examples": prefix["with_examples"]["speedup"]}}
+    sections = set(args.sections.split(","))
+    if sections - {"trl", "prefix", "grpo_step"}:
+        raise SystemExit(f"--sections takes trl, prefix, grpo_step, not {args.sections!r}")
+    path = RESULTS / "train_step.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    if "trl" in sections:
+        runs: dict[str, list[dict]] = {"ours": [], "trl": []}
+        for _ in range(args.repeats):
+            for impl in ("ours", "trl"):
+                proc = subprocess.run([sys.executable, __file__, "--child", impl, "--tokens",
+                                       str(args.tokens), "--prefix-tokens", str(args.prefix_tokens)],
+                                      capture_output=True, text=True, check=True)
+                runs[impl].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                print(impl, runs[impl][-1], flush=True)
+        med = {k: {m: statistics.median(r[m] for r in v) for m in ("seconds", "peak_rss_mb")}
+               for k, v in runs.items()}
+        result.update({"tokens": args.tokens, "prefix_tokens": args.prefix_tokens,
+                       "prompts": len(PROMPTS), "generations": G, "repeats": args.repeats,
+                       "runs": runs, "median": med})
+    if "prefix" in sections:
+        result["prefix_update"] = run_prefix_update(args.repeats)
+    if "grpo_step" in sections:
+        result["grpo_step"] = run_grpo_step(args.grpo_steps)
+    summary = {}
+    if "median" in result:
+        med = result["median"]
+        summary.update(time_ratio_vs_trl=round(med["ours"]["seconds"] / med["trl"]["seconds"], 3),
+                       memory_ratio_vs_trl=round(med["ours"]["peak_rss_mb"]
+                                                 / med["trl"]["peak_rss_mb"], 3))
+    if "prefix_update" in result:
+        summary.update(prefix_update_speedup=result["prefix_update"]["without_examples"]["speedup"],
+                       prefix_update_speedup_with_examples=result["prefix_update"]["with_examples"]["speedup"])
+    if "grpo_step" in result:
+        summary["grpo_step_speedup"] = result["grpo_step"]["speedup"]
+    result = {"summary": summary, **{k: v for k, v in result.items() if k != "summary"}}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "train_step.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'':6} {'seconds':>8} {'peak MB':>8}")
-    for k in ("ours", "trl"):
-        print(f"{k:6} {med[k]['seconds']:8.1f} {med[k]['peak_rss_mb']:8.0f}")
-    for k, v in prefix.items():
-        print(f"update, {k}: {v['median_whole_s']} s whole, {v['median_shared_s']} s shared "
-              f"({v['speedup']}x; {v['calls']} calls)")
-    print(result["summary"])
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(summary)
 
 
 if __name__ == "__main__":

@@ -260,3 +260,17 @@ def test_cml_and_debate_tables(tmp_path: Path) -> None:
                                "| 1.0 | **-3.0** (goal ≥ +10: missed) | [-8.0, +2.0] |")
     assert lines[3].startswith("| plain tasks: EM | 6.0 | 2.0 | **-4.0** (goal ≥ −2: missed) |")
     assert lines[4] == "| model calls per conflict task | 5.2 | 14.8 |  |  |  |  |  |"
+
+
+def test_grpo_step_table(tmp_path: Path) -> None:
+    side = {"step_s": [60.0, 62.0, 70.0], "median_step_s": 62.0, "median_rollout_s": 30.0,
+            "median_update_s": 32.0}
+    (tmp_path / "train_step.json").write_text(json.dumps({"grpo_step": {
+        "today": {**side, "rollout_engine": "transformers", "share_prefix": False},
+        "levers": {**side, "median_step_s": 31.0, "rollout_engine": "ct2-int8", "share_prefix": True},
+        "speedup": 2.0}}))
+    lines = report.render("grpo_step", tmp_path).splitlines()
+    assert lines[0].endswith("| step (median of 3) | sampling + scoring | update |")
+    assert lines[2:] == ["| today's | transformers, prefixes whole | 62.0 s | 30.0 s | 32.0 s |",
+                         "| both levers | ct2-int8, prefixes shared | 31.0 s | 30.0 s | 32.0 s |",
+                         "| **speedup** |  | **2.00×** (goal ≥ 2×: met) |  |  |"]
