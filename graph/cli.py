@@ -17,12 +17,14 @@ from rich.table import Table
 
 from graph.console import (
     ErrorsAsLines,
+    RoleModel,
     err,
     fail,
     folder,
     knowledge_base,
     out,
     print_json,
+    role_models,
     writable_file,
     writable_folder,
     writable_knowledge_base,
@@ -234,16 +236,7 @@ def _writer_kind(writer: str) -> Any:
     return writer
 
 
-RoleModel = Annotated[str | None, typer.Option(
-    help="Model spec for this role (default: --model).", show_default=False)]
 CACHE_MODES = ("record", "replay")
-
-
-def _role_models(planner: str | None, searcher: str | None, selector: str | None,
-                 writer: str | None) -> dict[str, str]:
-    """`--model-ROLE` options as `ResearchConfig.models` (the roles given)."""
-    named = {"planner": planner, "searcher": searcher, "selector": selector, "writer": writer}
-    return {role: spec for role, spec in named.items() if spec}
 
 
 def _checkpointer(thread_id: str | None, db: Path | None, approve: bool) -> Any:
@@ -362,7 +355,7 @@ def ask(question: Annotated[str, typer.Argument(help="The question to research."
         fail("--report writes its Markdown to --out FILE.md: give both or neither")
     cfg = ResearchConfig(model=model, max_rounds=max_rounds, temperature=temperature, seed=seed,
                          writer=_writer_kind(writer), judge_passages=judge_passages,
-                         approve_plan=approve, models=_role_models(
+                         approve_plan=approve, models=role_models(
                              model_planner, model_searcher, model_selector, model_writer))
     checkpointer = _checkpointer(thread_id, checkpoint_db, approve)
     tool_cache = _tool_cache(cache, cache_mode)
@@ -474,7 +467,7 @@ def record_cmd(tasks: Annotated[Path, typer.Argument(help="Task JSONL (the ../sh
     if isinstance(kb, Path) and not kb.exists() and (docs := corpus_of(rows)):
         err.print(f"building knowledge base {kb} from {len(docs)} task documents")
     cfg = ResearchConfig(model=model, temperature=temperature, seed=seed,
-                         writer=_writer_kind(writer), models=_role_models(
+                         writer=_writer_kind(writer), models=role_models(
                              model_planner, model_searcher, model_selector, model_writer))
     with open_corpus(rows, backend="web" if corpus_server else "kb", kb=kb) as sources:
         results = _record_runs(rows, sources, out_dir, samples=samples,

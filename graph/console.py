@@ -21,7 +21,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -33,6 +33,17 @@ from tools.paths import is_uri
 err = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 150)  # logs and pipes get whole tables
 _PYTHON_HALF = re.compile(r"\((--[^()/]*?) / [^()]*\)")  # "(--kb DIR / kb=DIR)" -> "(--kb DIR)"
+
+
+RoleModel = Annotated[str | None, typer.Option(
+    help="Model spec for this role (default: --model).", show_default=False)]
+
+
+def role_models(planner: str | None, searcher: str | None, selector: str | None,
+                writer: str | None) -> dict[str, str]:
+    """`--model-ROLE` options as `ResearchConfig.models` (the roles given)."""
+    named = {"planner": planner, "searcher": searcher, "selector": selector, "writer": writer}
+    return {role: spec for role, spec in named.items() if spec}
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -162,5 +173,5 @@ def writable_file(param: typer.CallbackParam, value: Path | None) -> Path | None
     return value
 
 
-__all__ = ["ErrorsAsLines", "err", "error_line", "fail", "folder", "knowledge_base", "out",
-           "print_json", "writable_file", "writable_folder", "writable_knowledge_base"]
+__all__ = ["ErrorsAsLines", "RoleModel", "err", "error_line", "fail", "folder", "knowledge_base", "out",
+           "print_json", "role_models", "writable_file", "writable_folder", "writable_knowledge_base"]

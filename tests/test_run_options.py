@@ -431,3 +431,29 @@ def test_eval_takes_a_lancedb_uri_for_its_knowledge_base(small_world, tmp_path, 
                          "hf:scripted-eval", "--out", str(tmp_path / "r.json"))
     assert code == 0, err
     assert (tmp_path / "eval-kb").is_dir() and (tmp_path / "r.json").exists()
+
+
+def test_cli_eval_takes_a_model_per_role_and_retrieval_reads_the_given_kb(kb, small_world,
+                                                                          loaded, tmp_path):
+    loaded("hf:default", ScriptedChatModel())
+    writer = loaded("hf:writer", ScriptedChatModel(script=answer_with("Holm"), model_name="w"))
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps(t) + "\n" for t in small_world.tasks[:2]))
+    code, _, err = cli("eval", str(tasks), "--kb", str(kb.path), "--model", "hf:default",
+                       "--model-writer", "hf:writer", "--record", str(tmp_path / "runs"),
+                       "--out", str(tmp_path / "eval.json"))
+    assert code == 0, err
+    assert writer.calls == {"writer": 2}
+    trajs = list(TrajectoryStore(tmp_path / "runs"))
+    assert all(t.config["models"] == {"writer": "hf:writer"} for t in trajs) and len(trajs) == 2
+    # retrieval-only baselines search the knowledge base given, not one built from the docs
+    empty = tmp_path / "other-kb"
+    from tools.knowledge import KnowledgeBase
+
+    KnowledgeBase(empty).ingest([{"doc_id": "x:1", "title": "Nothing", "text": "Unrelated text."}],
+                                progress=False)
+    code, _, err = cli("eval", str(tasks), "--kb", str(empty), "--mode", "retrieval",
+                       "--out", str(tmp_path / "retrieval.json"))
+    assert code == 0, err
+    result = json.loads((tmp_path / "retrieval.json").read_text())
+    assert all(r["answer"] == "Nothing" for r in result["runs"]["retrieval-title"]["per_task"])

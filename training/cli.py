@@ -13,7 +13,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from graph.console import err, folder, knowledge_base, out, writable_file, writable_folder
+from graph.console import (
+    RoleModel,
+    err,
+    folder,
+    knowledge_base,
+    out,
+    role_models,
+    writable_file,
+    writable_folder,
+)
 from graph.console import fail as _fail
 
 
@@ -67,6 +76,10 @@ def eval_command(
     seed: Annotated[int | None, typer.Option(help="Base seed.")] = 0,
     engine: Annotated[str, typer.Option(
         help="What decodes a local model: transformers (exact) or ct2-int8 (CTranslate2).")] = "transformers",
+    model_planner: RoleModel = None,
+    model_searcher: RoleModel = None,
+    model_selector: RoleModel = None,
+    model_writer: RoleModel = None,
 ) -> None:
     """Run the research graph on a task file and score it (EM, F1, evidence, searches...)."""
     from rich.progress import Progress
@@ -76,7 +89,9 @@ def eval_command(
 
     if backend not in ("kb", "web") or mode not in ("graph", "retrieval", "oracle"):
         _fail("--backend is kb or web; --mode is graph, retrieval or oracle")
-    cfg = ResearchConfig(model=model, max_rounds=max_rounds, temperature=temperature, seed=seed)
+    cfg = ResearchConfig(model=model, max_rounds=max_rounds, temperature=temperature, seed=seed,
+                         models=role_models(model_planner, model_searcher, model_selector,
+                                            model_writer))
     chat = model if engine == "transformers" else _engine_model(model, engine)
     # a bar only on a terminal, and gone when done: an error leaves its one line alone
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:

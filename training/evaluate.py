@@ -26,7 +26,7 @@ from graph.run import ResearchResult, research_many
 from graph.store import TrajectoryStore
 from graph.trajectory import Gold, ToolStep, Trajectory
 from tools.chunking import split_sentences
-from tools.corpora import Sources, cached_kb, corpus_of, open_corpus
+from tools.corpora import Sources, corpus_of, open_corpus
 from tools.documents import read_tasks
 from tools.knowledge import KnowledgeBase, Passage
 from tools.text import overlap
@@ -115,13 +115,15 @@ def load_tasks(tasks: str | Path | Sequence[Mapping[str, Any]],
 # --------------------------------------------------------------------------- runs
 
 
-def run_retrieval(rows: Sequence[Mapping[str, Any]],
-                  kb_root: Path | None = None) -> dict[str, list[Trajectory]]:
-    """The retrieval-only baselines over the cached knowledge base of the tasks' docs."""
-    kb = cached_kb(corpus_of(rows), kb_root)
+def run_retrieval(rows: Sequence[Mapping[str, Any]], kb_root: Path | None = None, *,
+                  kb: str | Path | None = None) -> dict[str, list[Trajectory]]:
+    """The retrieval-only baselines over the knowledge base `kb` (as `open_corpus` opens it),
+    or the cached knowledge base of the tasks' docs."""
+    with open_corpus(rows, kb=kb, root=kb_root) as sources:
+        knowledge = sources.knowledge
     runs: dict[str, list[Trajectory]] = {name: [] for name in RETRIEVAL_RUNS}
     for task in rows:
-        for name, traj in retrieval_answers(kb, task).items():
+        for name, traj in retrieval_answers(knowledge, task).items():
             runs[name].append(traj)
     return runs
 
@@ -180,7 +182,7 @@ def evaluate(tasks: str | Path | Sequence[Mapping[str, Any]], *, model: str | An
     t0 = time.perf_counter()
     failed: list[str | None] = []
     if mode == "retrieval":
-        runs = run_retrieval(rows, kb_root)
+        runs = run_retrieval(rows, kb_root, kb=kb)
     else:
         with open_corpus(rows, backend=backend, kb=kb, search_url=search_url,
                          root=kb_root) as sources:
