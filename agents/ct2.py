@@ -10,9 +10,9 @@ seconds).
 
 How requests are batched (`plan_batches`) decides its speed. `generate_batch` forwards a
 batch's prompts at once only up to the shortest one; the rest of each longer prompt goes
-through the decoding loop a token per step, the whole batch waiting. Measured here on 8
-prompts of 120-400 tokens: one mixed batch 27 s, one request at a time 13 s, 8 prompts of
-one length 9.8 s. So a batch holds requests that share their static prefix (passed as
+through the decoding loop a token per step, the whole batch waiting
+(`benchmarks/ct2_batching.py`: 8 prompts of 120-400 tokens take twice as long as one mixed
+batch as one at a time). So a batch holds requests that share their static prefix (passed as
 `static_prompt`, whose state CTranslate2 caches across calls, as the in-process engine's
 prefix cache does) and whose remaining lengths lie within `length_tolerance` tokens; each
 request keeps its own `max_new_tokens` (the callback ends its row). Batches decode in
