@@ -119,12 +119,11 @@ def run_retrieval(rows: Sequence[Mapping[str, Any]], kb_root: Path | None = None
                   kb: str | Path | None = None) -> dict[str, list[Trajectory]]:
     """The retrieval-only baselines over the knowledge base `kb` (as `open_corpus` opens it),
     or the cached knowledge base of the tasks' docs."""
-    with open_corpus(rows, kb=kb, root=kb_root) as sources:
-        knowledge = sources.knowledge
     runs: dict[str, list[Trajectory]] = {name: [] for name in RETRIEVAL_RUNS}
-    for task in rows:
-        for name, traj in retrieval_answers(knowledge, task).items():
-            runs[name].append(traj)
+    with open_corpus(rows, kb=kb, root=kb_root) as sources:
+        for task in rows:
+            for name, traj in retrieval_answers(sources.knowledge, task).items():
+                runs[name].append(traj)
     return runs
 
 
