@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from protocol import EVAL, evaluate_cached, mean_points, paired, rows, write
+from protocol import EVAL, evaluate_cached, mean_points, paired, rows, summary, write
 from rich.console import Console
 
 from tools.worlds import generate_world
@@ -61,7 +61,7 @@ def main() -> None:
     conflict = paired(runs["single"]["conflict"], runs["debate"]["conflict"],
                       metric="conflict_accuracy")
     plain = paired(runs["single"]["plain"], runs["debate"]["plain"], metric="em")
-    summary = {
+    summary_ = {
         "model": args.model, "debate_rounds": EVAL.debate_rounds,
         "conflict_accuracy_single": mean_points(runs["single"]["conflict"], "conflict_accuracy"),
         "conflict_accuracy_debate": mean_points(runs["debate"]["conflict"], "conflict_accuracy"),
@@ -69,17 +69,17 @@ def main() -> None:
         "plain_em_single": mean_points(runs["single"]["plain"], "em"),
         "plain_em_debate": mean_points(runs["debate"]["plain"], "em"),
         "plain_em_change_ci95": plain["ci95"],
-        "model_calls_single": mean_points(runs["single"]["conflict"], "model_calls") / 100,
-        "model_calls_debate": mean_points(runs["debate"]["conflict"], "model_calls") / 100,
+        "model_calls_single": summary(runs["single"]["conflict"])["all"]["model_calls"],
+        "model_calls_debate": summary(runs["debate"]["conflict"])["all"]["model_calls"],
         "conflict_goal_met": conflict["gain"] >= 10, "plain_goal_met": plain["gain"] >= -2}
-    data = {"summary": summary,
+    data = {"summary": summary_,
             "comparisons": {"conflict_accuracy": conflict, "plain_em": plain},
             "by_kind": {w: _kinds(sets["conflict"], runs[w]["conflict"]) for w in runs},
             "protocol": {"eval": EVAL.model_dump(mode="json"), "world": WORLD,
                          "tasks_per_set": len(sets["conflict"])},
             "runs": runs}
     path = write("debate", data)
-    console.print(summary)
+    console.print(summary_)
     console.print(f"wrote {path.name}")
 
 

@@ -323,6 +323,14 @@ def grpo_step(results: Path) -> str:
 SUITE_NAMES = {"world": "held-out world", "hotpotqa": "HotpotQA"}
 
 
+def paired_row(label: str, before: float, after: float, c: Json, goal_text: str,
+               target: float) -> list[str]:
+    """Both sides' means, the paired gain against its goal, its interval, gained/lost/n."""
+    return [label, f"{before:.1f}", f"{after:.1f}",
+            f"**{signed(c['gain'])}** {goal(goal_text, c['gain'] >= target)}",
+            interval(c["ci95"]), str(c["gained"]), str(c["lost"]), str(c["n"])]
+
+
 @table("cml")
 def cml(results: Path) -> str:
     """The CML selector against the lexical one: evidence F1 and EM on the held-out sets."""
@@ -330,11 +338,9 @@ def cml(results: Path) -> str:
     s, comps, rows = r["summary"], r["comparisons"], []
     for suite in ordered({k.split("_")[0] for k in comps}, SUITES):
         for metric, label, target in (("evidence_f1", "evidence F1", 15), ("em", "EM", 3)):
-            c = comps[f"{suite}_{metric}"]
-            rows.append([f"{SUITE_NAMES.get(suite, suite)}: {label}",
-                         f"{s[f'{suite}_{metric}_lexical']:.1f}", f"{s[f'{suite}_{metric}_cml']:.1f}",
-                         f"**{signed(c['gain'])}** {goal(f'≥ +{target}', c['gain'] >= target)}",
-                         interval(c["ci95"]), str(c["gained"]), str(c["lost"]), str(c["n"])])
+            rows.append(paired_row(f"{SUITE_NAMES.get(suite, suite)}: {label}",
+                                   s[f"{suite}_{metric}_lexical"], s[f"{suite}_{metric}_cml"],
+                                   comps[f"{suite}_{metric}"], f"≥ +{target}", target))
     return markdown(["metric (%)", "lexical selector", "CML selector", "gain (points)", "95% CI",
                      "tasks gained", "lost", "n"], rows)
 
@@ -345,14 +351,11 @@ def debate(results: Path) -> str:
     r = load(results, "debate", "comparisons")
     s, c = r["summary"], r["comparisons"]
     conflict, plain = c["conflict_accuracy"], c["plain_em"]
-    rows = [["conflict tasks: accuracy (every valid answer, no wrong one)",
-             f"{s['conflict_accuracy_single']:.1f}", f"{s['conflict_accuracy_debate']:.1f}",
-             f"**{signed(conflict['gain'])}** {goal('≥ +10', conflict['gain'] >= 10)}",
-             interval(conflict["ci95"]), str(conflict["gained"]), str(conflict["lost"]),
-             str(conflict["n"])],
-            ["plain tasks: EM", f"{s['plain_em_single']:.1f}", f"{s['plain_em_debate']:.1f}",
-             f"**{signed(plain['gain'])}** {goal('≥ −2', plain['gain'] >= -2)}",
-             interval(plain["ci95"]), str(plain["gained"]), str(plain["lost"]), str(plain["n"])],
+    rows = [paired_row("conflict tasks: accuracy (every valid answer, no wrong one)",
+                       s["conflict_accuracy_single"], s["conflict_accuracy_debate"], conflict,
+                       "≥ +10", 10),
+            paired_row("plain tasks: EM", s["plain_em_single"], s["plain_em_debate"], plain,
+                       "≥ −2", -2),
             ["model calls per conflict task", f"{s['model_calls_single']:.1f}",
              f"{s['model_calls_debate']:.1f}", "", "", "", "", ""]]
     return markdown([f"`{s['model']}`, {s['debate_rounds']} rounds (%)", "single writer",
