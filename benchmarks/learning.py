@@ -35,7 +35,7 @@ from rich.console import Console
 from agents.models import read_policy_card
 from tools.paths import sleuth_home
 from training.grpo import plot_curves
-from training.pipeline import PipelineConfig, run_pipeline
+from training.pipeline import PipelineConfig, role_prompts, run_pipeline
 
 BASE = "local:smollm2"
 ADAPTER = ROOT / "agents" / "adapters" / "smollm2-sleuth"
@@ -93,7 +93,7 @@ def main() -> None:
                          stages=tuple(args.stages.split(",")),
                          minutes={k: float(v) for k, v in
                                   (kv.split("=") for kv in args.minutes.split(","))},
-                         prompts=dict(p.split("=", 1) for p in args.prompt), balance_roles=args.balance_roles)
+                         prompts=role_prompts(args.prompt), balance_roles=args.balance_roles)
     records = run_pipeline(cfg, log=console.print)
     stages = {}
     for stage, record in records.items():

@@ -324,13 +324,6 @@ def _minutes(text: str) -> dict[str, float]:
         _fail(f"--minutes takes stage=minutes pairs, e.g. chains=25,grpo=35, not {text!r}")
 
 
-def _role_prompts(pairs: list[str]) -> dict[str, str]:
-    """`writer=writer_reasoned` pairs as {role: prompt}."""
-    if any("=" not in p for p in pairs):
-        _fail(f"--prompt takes ROLE=PROMPT, e.g. writer=writer_reasoned, not {pairs!r}")
-    return dict(p.split("=", 1) for p in pairs)
-
-
 @train_app.command("pipeline")
 def pipeline_command(
     output: Annotated[Path, typer.Option("--output", help="Output folder (a folder per stage).",
@@ -349,13 +342,13 @@ def pipeline_command(
         help="Chains: train every role as often as the commonest.")] = False,
 ) -> None:
     """The staged recipe: SFT on rationale chains, (CML, rejection sampling,) GRPO on a curriculum."""
-    from training.pipeline import PipelineConfig, run_pipeline
+    from training.pipeline import PipelineConfig, role_prompts, run_pipeline
 
     cfg = PipelineConfig(output_dir=str(output), model=model,
                          stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
                          minutes=_minutes(minutes), lora_r=lora_r,
                          prompt_examples=prompt_examples, seed=seed,
-                         prompts=_role_prompts(prompt or []), balance_roles=balance_roles)
+                         prompts=role_prompts(prompt or []), balance_roles=balance_roles)
     records = run_pipeline(cfg, log=lambda line: err.print(line, highlight=False, markup=False))
     last = list(records)[-1]
     err.print(f"trained policy in {output / last} (use --model hf:{output / last}); stage "

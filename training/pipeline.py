@@ -84,6 +84,13 @@ class PipelineConfig:
             load_template(prompt)
 
 
+def role_prompts(pairs: list[str]) -> dict[str, str]:
+    """`ROLE=PROMPT` pairs (the command-line form of `PipelineConfig.prompts`) as a dict."""
+    if any("=" not in p for p in pairs):
+        raise ValueError(f"--prompt takes ROLE=PROMPT, e.g. writer=writer_reasoned, not {pairs!r}")
+    return dict(p.split("=", 1) for p in pairs)
+
+
 Log = Callable[[str], None]
 
 
@@ -217,4 +224,4 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
     return round(sum(r[key] for r in rows) / len(rows), 4) if rows else None
 
 
-__all__ = ["STAGES", "PipelineConfig", "run_pipeline"]
+__all__ = ["STAGES", "PipelineConfig", "role_prompts", "run_pipeline"]
