@@ -84,6 +84,9 @@ def main() -> None:
                     help="e.g. writer=writer_reasoned or planner=planner_reasoned (repeatable; "
                     "training.pipeline's `prompts`).")
     ap.add_argument("--balance-roles", action="store_true", help="Chains: every role equally often.")
+    ap.add_argument("--lora-r", type=int, default=8, help="LoRA rank.")
+    ap.add_argument("--lora-layers", type=int, default=None,
+                    help="LoRA on the top N decoder layers only (faster updates).")
     args = ap.parse_args()
     tasks = suites(args.limit)
     before = evaluate_policy(BASE, tasks)
@@ -93,7 +96,8 @@ def main() -> None:
                          stages=tuple(args.stages.split(",")),
                          minutes={k: float(v) for k, v in
                                   (kv.split("=") for kv in args.minutes.split(","))},
-                         prompts=role_prompts(args.prompt), balance_roles=args.balance_roles)
+                         prompts=role_prompts(args.prompt), balance_roles=args.balance_roles,
+                         lora_r=args.lora_r, lora_layers=args.lora_layers)
     records = run_pipeline(cfg, log=console.print)
     stages = {}
     for stage, record in records.items():

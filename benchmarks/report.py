@@ -165,6 +165,12 @@ def learning_answer_first(results: Path) -> str:
     return stages_table(load(results, "learning_answer_first", "comparisons"))
 
 
+@table("learning_reasoned")
+def learning_reasoned(results: Path) -> str:
+    """The same table for the reasoned-writer run (facts first, roles balanced)."""
+    return stages_table(load(results, "learning_reasoned", "comparisons"))
+
+
 def stages_table(data: Json) -> str:
     """A learning run's table: untrained, then after each stage."""
     rows = [policy_row("untrained", "–", data["before"])]

@@ -21,11 +21,15 @@
    (the CTranslate2 int8 engine, prefixes shared in the update). Each side in its own
    process, `--grpo-steps` steps after a warm-up step (the int8 side converts its weights
    then); median step seconds, split into sampling and update. Speedup = today / levers.
+4. LoRA on the top layers only: `update` on one batch of section 2 (no worked examples,
+   prefixes shared), with rank-8 LoRA on all 30 layers against LoRA on the top 10 and the
+   top 5 only (below the lowest adapted layer nothing needs a gradient), alternated,
+   `--repeats` times each, in one process. Speedup = median seconds all / top N.
 
 `--sections` runs some of them (default all); the others are kept from the results file.
 
 Usage: python benchmarks/train_step.py [--tokens 32] [--prefix-tokens 300] [--repeats 3]
-       [--grpo-steps 3] [--sections trl,prefix,grpo_step]
+       [--grpo-steps 3] [--sections trl,prefix,grpo_step,lora_layers]
 """
 
 from __future__ import annotations
@@ -213,6 +217,38 @@ def run_prefix_update(repeats: int) -> dict:
     return out
 
 
+def run_lora_layers(repeats: int, tops: tuple[int, ...] = (10, 5)) -> dict:
+    """`update` seconds on one research batch (no worked examples, prefixes shared), LoRA on
+    every layer against LoRA on the top N layers only, alternated, in one process."""
+    import torch
+
+    from training.grpo import grpo_config, update
+    from training.pipeline import PipelineConfig
+    from training.policy import load_policy, lora_config, top_layers, trainable_parameters
+
+    _, samples = research_batch(False)
+    r = PipelineConfig(output_dir=tempfile.mkdtemp()).lora_r
+    names = ["all", *(f"top{n}" for n in tops)]
+    layers = [None, *(top_layers("local:smollm2", n) for n in tops)]
+    policies = [load_policy("local:smollm2", peft_config=lora_config(r, ls)) for ls in layers]
+    optimizers = [torch.optim.AdamW(trainable_parameters(p), lr=1e-4) for p in policies]
+    args = grpo_config(tempfile.mkdtemp(), lora=True, temperature=0.7, share_prefix=True)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(repeats):
+        for name, policy, optimizer in zip(names, policies, optimizers, strict=True):
+            t0 = time.perf_counter()
+            update(policy.model, optimizer, samples, args)
+            times[name].append(time.perf_counter() - t0)
+            print("lora", name, round(times[name][-1], 1), flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"calls": len(samples), "prompt_tokens": sum(len(s.prompt_ids) for s in samples),
+            "completion_tokens": sum(len(s.completion_ids) for s in samples),
+            "layers": int(policies[0].model.config.num_hidden_layers),
+            "seconds": {k: [round(t, 2) for t in v] for k, v in times.items()},
+            "median_s": {k: round(v, 2) for k, v in med.items()},
+            "speedup": {k: round(med["all"] / v, 3) for k, v in med.items() if k != "all"}}
+
+
 GRPO_SIDES = {"today": {"rollout_engine": "transformers", "share_prefix": False},
               "levers": {"rollout_engine": "ct2-int8", "share_prefix": True}}
 
@@ -276,15 +312,16 @@ def main() -> None:
     ap.add_argument("--prefix-tokens", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--grpo-steps", type=int, default=3)
-    ap.add_argument("--sections", default="trl,prefix,grpo_step")
+    ap.add_argument("--sections", default="trl,prefix,grpo_step,lora_layers")
     ap.add_argument("--child", choices=["ours", "trl", *GRPO_SIDES])
     args = ap.parse_args()
     if args.child:
         child(args.child, args.tokens, args.prefix_tokens, args.grpo_steps)
         return
     sections = set(args.sections.split(","))
-    if sections - {"trl", "prefix", "grpo_step"}:
-        raise SystemExit(f"--sections takes trl, prefix, grpo_step, not {args.sections!r}")
+    if sections - {"trl", "prefix", "grpo_step", "lora_layers"}:
+        raise SystemExit("--sections takes trl, prefix, grpo_step, lora_layers, "
+                         f"not {args.sections!r}")
     path = RESULTS / "train_step.json"
     result = json.loads(path.read_text()) if path.exists() else {}
     if "trl" in sections:
@@ -305,6 +342,8 @@ def main() -> None:
         result["prefix_update"] = run_prefix_update(args.repeats)
     if "grpo_step" in sections:
         result["grpo_step"] = run_grpo_step(args.grpo_steps)
+    if "lora_layers" in sections:
+        result["lora_layers"] = run_lora_layers(args.repeats)
     summary = {}
     if "median" in result:
         med = result["median"]
@@ -316,6 +355,8 @@ def main() -> None:
                        prefix_update_speedup_with_examples=result["prefix_update"]["with_examples"]["speedup"])
     if "grpo_step" in result:
         summary["grpo_step_speedup"] = result["grpo_step"]["speedup"]
+    if "lora_layers" in result:
+        summary["top_layers_update_speedup"] = result["lora_layers"]["speedup"]
     result = {"summary": summary, **{k: v for k, v in result.items() if k != "summary"}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

@@ -385,3 +385,22 @@ def test_balance_roles_repeats_the_rarer_roles_up_to_the_commonest():
     assert len(balanced) == 12 and writers == [10, 11, 10, 11, 10, 11]
     assert [s.completion_ids[0] for s in balanced if s.role == "planner"] == list(range(6))
     assert balance_roles([]) == []
+
+
+def test_lora_on_the_top_layers_adapts_only_those_and_backward_stops_below(toy_policy):
+    from training.policy import top_layers
+
+    assert top_layers(toy_policy(), 1) == [1]  # the toy has 2 decoder layers
+    with pytest.raises(ValueError, match="between 1 and"):
+        top_layers(toy_policy(), 3)
+    chat = load_policy(toy_policy(), peft_config=lora_config(4, top_layers(toy_policy(), 1)))
+    adapted = {n.split(".layers.")[1].split(".")[0] for n, p in chat.model.named_parameters()
+               if p.requires_grad}
+    assert adapted == {"1"}
+    seen: dict[int, bool] = {}  # layer -> whether its output takes part in the backward pass
+    for i, layer in enumerate(chat.model.base_model.model.model.layers):
+        layer.register_forward_hook(lambda _m, _in, out, i=i: seen.__setitem__(
+            i, (out[0] if isinstance(out, tuple) else out).requires_grad))
+    ids = torch.tensor([[1, 2, 3, 4]])
+    chat.model(input_ids=ids, labels=ids).loss.backward()
+    assert seen == {0: False, 1: True}

@@ -332,6 +332,8 @@ def pipeline_command(
     stages: Annotated[str, typer.Option(help="Stages in order: chains, cml, rft, grpo.")] = "chains,grpo",
     minutes: Annotated[str, typer.Option(help="Wall-clock budget per stage.")] = "chains=25,grpo=35",
     lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 8,
+    lora_layers: Annotated[int | None, typer.Option(
+        "--lora-layers", help="LoRA on the top N decoder layers only (faster updates).")] = None,
     prompt_examples: Annotated[bool, typer.Option(
         help="Train (and later run) with the prompts' worked examples.")] = False,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
@@ -346,7 +348,7 @@ def pipeline_command(
 
     cfg = PipelineConfig(output_dir=str(output), model=model,
                          stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
-                         minutes=_minutes(minutes), lora_r=lora_r,
+                         minutes=_minutes(minutes), lora_r=lora_r, lora_layers=lora_layers,
                          prompt_examples=prompt_examples, seed=seed,
                          prompts=role_prompts(prompt or []), balance_roles=balance_roles)
     records = run_pipeline(cfg, log=lambda line: err.print(line, highlight=False, markup=False))

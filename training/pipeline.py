@@ -39,7 +39,7 @@ from training import rewards
 from training.cml import train_cml
 from training.curriculum import Curriculum
 from training.grpo import ResearchGRPOTrainer, grpo_config
-from training.policy import load_policy, lora_config, restore_weights
+from training.policy import load_policy, lora_config, restore_weights, top_layers
 from training.rationales import demonstrations
 from training.sft import train_sft
 
@@ -56,6 +56,7 @@ class PipelineConfig:
     minutes: dict[str, float] = field(default_factory=lambda: {"chains": 25.0, "cml": 10.0,
                                                                "rft": 15.0, "grpo": 35.0})
     lora_r: int = 8
+    lora_layers: int | None = None  # LoRA on the top N decoder layers only (a shorter backward)
     prompt_examples: bool = False
     research: ResearchConfig = field(default_factory=lambda: ResearchConfig(
         max_rounds=3, max_attempts=2, max_new_tokens=96))
@@ -99,7 +100,8 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> dict[str, Any]:
     `output_dir/pipeline.json`)."""
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    chat = load_policy(cfg.model, peft_config=lora_config(cfg.lora_r))
+    layers = top_layers(cfg.model, cfg.lora_layers) if cfg.lora_layers else None
+    chat = load_policy(cfg.model, peft_config=lora_config(cfg.lora_r, layers))
     chat.prompt_examples = cfg.prompt_examples
     if cfg.prompts:  # the chains' reply formats, recorded in the policy's card
         chat.prompts = {**chat.prompts, **cfg.prompts}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,15 +22,36 @@ from agents.models import POLICY_CARD, LocalChatModel, ModelSpec, parse_spec, po
 if TYPE_CHECKING:
     from peft import LoraConfig
 
+LLAMA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LOCAL_ONLY = "training needs a local model: local:smollm2, local:smollm2-sleuth or hf:<folder>"
 
 
-def lora_config(r: int = 16) -> LoraConfig:
-    """The project's LoRA: rank `r`, alpha 2r, no dropout, every linear layer, causal LM."""
+def lora_config(r: int = 16, layers: Sequence[int] | None = None) -> LoraConfig:
+    """The project's LoRA: rank `r`, alpha 2r, no dropout, every linear layer, causal LM;
+    `layers`: only these decoder layers (PEFT's `layers_to_transform`), e.g. `top_layers`."""
     from peft import LoraConfig
 
-    return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules="all-linear",
-                      task_type="CAUSAL_LM")
+    if layers is None:
+        return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules="all-linear",
+                          task_type="CAUSAL_LM")
+    # PEFT takes `layers_to_transform` only with module names, not "all-linear": these are
+    # every linear layer of a Llama-family decoder layer (SmolLM2's)
+    return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, task_type="CAUSAL_LM",
+                      target_modules=list(LLAMA_LINEAR), layers_to_transform=sorted(layers))
+
+
+def top_layers(model: str | LocalChatModel, n: int) -> list[int]:
+    """The indices of the top `n` decoder layers of a local model. LoRA on these alone trains
+    faster: below the lowest adapted layer nothing needs a gradient, so backward stops there."""
+    if isinstance(model, LocalChatModel):
+        total = int(model.model.config.num_hidden_layers)
+    else:
+        from transformers import AutoConfig
+
+        total = int(AutoConfig.from_pretrained(_spec(model).folder).num_hidden_layers)
+    if not 1 <= n <= total:
+        raise ValueError(f"top layers: {n} is not between 1 and the model's {total} layers")
+    return list(range(total - n, total))
 
 
 def peft_config_from(lora: bool, lora_r: int,
@@ -131,4 +153,4 @@ def save_policy(chat: LocalChatModel, path: str | Path) -> Path:
 
 
 __all__ = ["LOCAL_ONLY", "is_peft", "load_policy", "lora_config", "peft_config_from", "restore_weights",
-           "save_policy", "save_weights", "trainable_parameters"]
+           "save_policy", "save_weights", "top_layers", "trainable_parameters"]
