@@ -85,6 +85,8 @@ def main() -> None:
                     "training.pipeline's `prompts`).")
     ap.add_argument("--balance-roles", action="store_true", help="Chains: every role equally often.")
     ap.add_argument("--lora-r", type=int, default=8, help="LoRA rank.")
+    ap.add_argument("--engine", default="transformers", choices=["transformers", "ct2-int8"],
+                    help="What samples the GRPO stage's rollouts.")
     ap.add_argument("--lora-layers", type=int, default=None,
                     help="LoRA on the top N decoder layers only (faster updates).")
     args = ap.parse_args()
@@ -98,6 +100,7 @@ def main() -> None:
                                   (kv.split("=") for kv in args.minutes.split(","))},
                          prompts=role_prompts(args.prompt), balance_roles=args.balance_roles,
                          lora_r=args.lora_r, lora_layers=args.lora_layers)
+    cfg.grpo["rollout_engine"] = args.engine
     records = run_pipeline(cfg, log=console.print)
     stages = {}
     for stage, record in records.items():

@@ -130,11 +130,12 @@ def test_ask_prints_progress_answer_and_stats(sleuth_in_process, tiny_model, che
 
 
 def test_pipeline_prompt_options_are_checked_before_training(sleuth_in_process, tmp_path):
-    for value, message in (("writer", "--prompt takes ROLE=PROMPT"),
-                           ("critic=writer_reasoned", "unknown role 'critic'"),
-                           ("planner=no_such_prompt", "no prompt file")):
+    for option, message in ((("--prompt", "writer"), "--prompt takes ROLE=PROMPT"),
+                            (("--prompt", "critic=writer_reasoned"), "unknown role 'critic'"),
+                            (("--prompt", "planner=no_such_prompt"), "no prompt file"),
+                            (("--engine", "vllm"), "--engine is transformers or ct2-int8")):
         proc = sleuth_in_process("train", "pipeline", "--output", str(tmp_path / "run"),
-                                 "--prompt", value, check=False)
+                                 *option, check=False)
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "chains").exists()

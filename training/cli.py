@@ -342,6 +342,8 @@ def pipeline_command(
         "writer=writer_reasoned or planner=planner_reasoned (the facts first); repeatable.")] = None,
     balance_roles: Annotated[bool, typer.Option(
         help="Chains: train every role as often as the commonest.")] = False,
+    engine: Annotated[str, typer.Option(
+        help="What samples the GRPO stage's rollouts: transformers or ct2-int8.")] = "transformers",
 ) -> None:
     """The staged recipe: SFT on rationale chains, (CML, rejection sampling,) GRPO on a curriculum."""
     from training.pipeline import PipelineConfig, role_prompts, run_pipeline
@@ -351,6 +353,9 @@ def pipeline_command(
                          minutes=_minutes(minutes), lora_r=lora_r, lora_layers=lora_layers,
                          prompt_examples=prompt_examples, seed=seed,
                          prompts=role_prompts(prompt or []), balance_roles=balance_roles)
+    if engine not in ("transformers", "ct2-int8"):
+        raise ValueError(f"--engine is transformers or ct2-int8, not {engine!r}")
+    cfg.grpo["rollout_engine"] = engine
     records = run_pipeline(cfg, log=lambda line: err.print(line, highlight=False, markup=False))
     last = list(records)[-1]
     err.print(f"trained policy in {output / last} (use --model hf:{output / last}); stage "
