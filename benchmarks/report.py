@@ -308,6 +308,19 @@ def prefix_update(results: Path) -> str:
                      f"update, whole (median of {r['repeats']})", "update, shared", "speedup"], rows)
 
 
+@table("lora_layers")
+def lora_layers(results: Path) -> str:
+    """The GRPO update with LoRA on every decoder layer against the top N only."""
+    r = load(results, "train_step", "lora_layers")["lora_layers"]
+    med, n = r["median_s"], len(r["seconds"]["all"])
+    rows = [[f"every layer ({r['layers']})", f"{med['all']:.1f} s", "–"]]
+    rows += [[f"top {name[3:]} layers", f"{med[name]:.1f} s", f"**{r['speedup'][name]:.2f}×**"]
+             for name in med if name != "all"]
+    return markdown([f"rank-8 LoRA on {r['calls']} calls ({r['prompt_tokens']:,} prompt / "
+                     f"{r['completion_tokens']:,} completion tokens)",
+                     f"update (median of {n})", "speedup"], rows)
+
+
 @table("grpo_step")
 def grpo_step(results: Path) -> str:
     """Whole GRPO steps, today's settings against both throughput levers."""

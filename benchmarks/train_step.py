@@ -286,6 +286,10 @@ def run_grpo_step(steps: int) -> dict:
                               capture_output=True, text=True, check=True)
         out[side] = json.loads(proc.stdout.strip().splitlines()[-1])
         print(side, out[side], flush=True)
+    empty = [side for side, v in out.items() if not all(v["samples"])]
+    if empty:  # a side that trained nothing is not a GRPO step: no speedup to report
+        raise SystemExit(f"grpo_step: steps of {', '.join(empty)} built no samples to train on "
+                         f"({ {k: v['samples'] for k, v in out.items()} }); nothing written")
     for v in out.values():
         v.update({f"median_{k}": round(statistics.median(v[k]), 2)
                   for k in ("step_s", "rollout_s", "update_s")})

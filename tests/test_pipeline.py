@@ -18,7 +18,8 @@ def test_pipeline_runs_its_stages_on_one_adapter_and_resumes(make_tiny_policy, t
     policy = make_tiny_policy(initializer_range=0.3)
     cfg = PipelineConfig(
         output_dir=str(tmp_path / "run"), model=policy, stages=("chains", "cml", "grpo"),
-        minutes={"chains": 0.001, "cml": 0.001, "grpo": 10}, lora_r=4, lora_layers=1, chain_tasks=6, cml_tasks=3,
+        minutes={"chains": 0.001, "cml": 0.001, "grpo": 10}, lora_r=4, lora_layers=1,
+        chain_tasks=6, cml_tasks=3,
         prompts={"writer": "writer_reasoned", "planner": "planner_reasoned"}, balance_roles=True,
         research=ResearchConfig(search_mode="fts", max_rounds=3, max_attempts=1, max_new_tokens=2),
         grpo={"max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2,
