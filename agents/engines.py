@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from agents.decoding import GenerationRequest
 
 ENGINES = ("transformers", "ct2-int8", "openai")
+LOCAL_ENGINES = ENGINES[:2]  # the engines that decode in this process, no server
 
 
 class Sampler(Protocol):

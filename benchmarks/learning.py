@@ -32,6 +32,7 @@ from pathlib import Path
 from protocol import EVAL, ROOT, evaluate_cached, paired, rows, suites, summary, write
 from rich.console import Console
 
+from agents.engines import LOCAL_ENGINES
 from agents.models import read_policy_card
 from tools.paths import sleuth_home
 from training.grpo import plot_curves
@@ -85,7 +86,7 @@ def main() -> None:
                     "training.pipeline's `prompts`).")
     ap.add_argument("--balance-roles", action="store_true", help="Chains: every role equally often.")
     ap.add_argument("--lora-r", type=int, default=8, help="LoRA rank.")
-    ap.add_argument("--engine", default="transformers", choices=["transformers", "ct2-int8"],
+    ap.add_argument("--engine", default="transformers", choices=LOCAL_ENGINES,
                     help="What samples the GRPO stage's rollouts.")
     ap.add_argument("--lora-layers", type=int, default=None,
                     help="LoRA on the top N decoder layers only (faster updates).")

@@ -43,13 +43,21 @@ def _table(result: dict[str, Any]) -> Table:
     return table
 
 
+def _local_engine(engine: str) -> str:
+    """`engine` when it decodes in this process; else a clear error."""
+    from agents.engines import LOCAL_ENGINES
+
+    if engine not in LOCAL_ENGINES:
+        raise ValueError(f"--engine is {' or '.join(LOCAL_ENGINES)}, not {engine!r}")
+    return engine
+
+
 def _engine_model(spec: str, engine: str) -> Any:
     """A local model spec loaded to decode with another engine."""
     from agents import load_chat_model
     from agents.models import parse_spec
 
-    if engine not in ("transformers", "ct2-int8"):  # a served model is an `openai:` spec here
-        raise ValueError(f"--engine is transformers or ct2-int8, not {engine!r}")
+    _local_engine(engine)  # a served model is an `openai:` spec here
     if not parse_spec(spec).is_local:
         raise ValueError(f"--engine {engine} needs a local model, not {spec}")
     return load_chat_model(spec, engine=engine)
@@ -353,9 +361,7 @@ def pipeline_command(
                          minutes=_minutes(minutes), lora_r=lora_r, lora_layers=lora_layers,
                          prompt_examples=prompt_examples, seed=seed,
                          prompts=role_prompts(prompt or []), balance_roles=balance_roles)
-    if engine not in ("transformers", "ct2-int8"):
-        raise ValueError(f"--engine is transformers or ct2-int8, not {engine!r}")
-    cfg.grpo["rollout_engine"] = engine
+    cfg.grpo["rollout_engine"] = _local_engine(engine)
     records = run_pipeline(cfg, log=lambda line: err.print(line, highlight=False, markup=False))
     last = list(records)[-1]
     err.print(f"trained policy in {output / last} (use --model hf:{output / last}); stage "
