@@ -171,6 +171,24 @@ def learning_reasoned(results: Path) -> str:
     return stages_table(load(results, "learning_reasoned", "comparisons"))
 
 
+@table("learning_top10")
+def learning_top10(results: Path) -> str:
+    """The same table for the top-10-layer run (default prompts, 561 chains steps)."""
+    return stages_table(load(results, "learning_top10", "comparisons"))
+
+
+@table("planner_decisions")
+def planner_decisions(results: Path) -> str:
+    """Each policy's stop-or-search-on decisions on the teacher's planner calls."""
+    data = load(results, "planner_decisions", "policies")
+    return markdown(
+        ["policy", "planner calls", "searches on where the teacher does %",
+         "stops where the teacher does %", "unparsed %"],
+        [[f"{name} (`{row['spec']}`)", str(row["planner_calls"]), f"{row['continue_recall']:.1f}",
+          f"{row['stop_recall']:.1f}", f"{row['unparsed_rate']:.1f}"]
+         for name, row in data["policies"].items()])
+
+
 def stages_table(data: Json) -> str:
     """A learning run's table: untrained, then after each stage."""
     rows = [policy_row("untrained", "–", data["before"])]

@@ -9,7 +9,7 @@ import torch
 
 from agents import LocalChatModel, load_chat_model
 from graph import ResearchConfig, TrajectoryStore, research_many
-from graph.trajectory import Gold, Trajectory
+from graph.trajectory import Gold, ModelStep, Trajectory
 from tools.embeddings import HashEmbedder
 from tools.knowledge import KnowledgeBase
 from training.curriculum import Curriculum, Level
@@ -19,6 +19,7 @@ from training.grpo import (
     completion_logps,
     grpo_config,
     policy_loss,
+    sampled,
     train_grpo,
     train_grpo_offline,
 )
@@ -180,6 +181,16 @@ def test_dynamic_sampling_keeps_only_groups_whose_correctness_varies(toy_policy,
                                 grpo_config(tmp_path, dynamic_sampling=False),
                                 train_dataset=[{"id": "t", "question": "q"}])
     assert len(plain._informative(mixed + [run("b", "Oslo")])) == 3
+
+
+def test_a_step_whose_calls_all_failed_is_an_error_not_an_empty_update():
+
+    broken = [Trajectory(steps=[ModelStep(role="planner", error="RuntimeError: sync failed")])] * 2
+    with pytest.raises(RuntimeError, match="2 failed, the first with: RuntimeError: sync failed"):
+        sampled(broken)
+    fine = [Trajectory(steps=[ModelStep(role="planner", completion_token_ids=[1, 2])]), broken[0]]
+    assert sampled(fine) == fine  # one call with tokens is a step to train on
+    assert sampled([]) == []
 
 
 def test_grpo_draws_fresh_tasks_from_a_curriculum(toy_policy, tmp_path):

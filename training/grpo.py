@@ -362,6 +362,19 @@ def _scores(t: Trajectory) -> dict[str, float]:
     return {**t.metrics.get("reward_components", {}), "reward": t.metrics["reward"]}
 
 
+def sampled(trajectories: list[Trajectory]) -> list[Trajectory]:
+    """The rollouts, or an error when not one of their model calls returned tokens: a broken
+    sampler (e.g. an engine whose weight sync fails) would otherwise give steps that train on
+    nothing, with every call's error recorded only in the trajectories."""
+    steps = [s for t in trajectories for s in t.model_steps]
+    if steps and not any(s.completion_token_ids for s in steps):
+        errors = [s.error for s in steps if s.error]
+        raise RuntimeError(f"no model call of this step's {len(trajectories)} rollouts returned "
+                           f"tokens to train on; " + (f"{len(errors)} failed, the first with: "
+                                                      f"{errors[0]}" if errors else "none failed"))
+    return trajectories
+
+
 def step_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
     """Means over one step's scored rollouts: reward, its components, EM, F1, knowledge F1,
     evidence F1, retrieval accuracy, searches, format, tokens."""
@@ -673,7 +686,7 @@ class ResearchGRPOTrainer:
                                 model=self.policy, **self._sources_kwargs,
                                 config=self.research.model_copy(
                                     update={"seed": self.args.seed + self.state.step}))
-        return [r.trajectory for r in results if r.trajectory is not None]
+        return sampled([r.trajectory for r in results if r.trajectory is not None])
 
     def _score(self, trajectories: Sequence[Trajectory]) -> list[Trajectory]:
         """Each rollout scored once (against the gold it carries), its reward recorded as a
