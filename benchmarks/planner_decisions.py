@@ -59,15 +59,16 @@ def resolve(spec: str) -> tuple[str, str]:
 def decisions(spec: str, tasks: list[dict[str, Any]]) -> dict[str, Any]:
     """The policy's greedy replies to the teacher's planner calls that have evidence."""
     chat = load_chat_model(spec, temperature=0.0, max_new_tokens=CONFIG.max_new_tokens)
+    prompts = getattr(chat, "prompts", {})  # the prompt files its card names
     config = CONFIG.model_copy(update={"prompt_examples": getattr(chat, "prompt_examples", True)})
     demos = demonstrations(tasks, knowledge=cached_kb(corpus_of(tasks)), config=config,
-                           prompts=getattr(chat, "prompts", {}))
+                           prompts=prompts)
     calls = [s for t in demos for s in t.model_steps
              if s.role == "planner" and "Evidence: none yet." not in str(s.prompt_messages[-1]["content"])]
-    prompts = [convert_to_messages([(m.get("role", "human"), str(m["content"]))
-                                    for m in s.prompt_messages]) for s in calls]
-    planner = Planner(chat, prompt=getattr(chat, "prompts", {}).get("planner"))  # its stop strings
-    replies = chat.batch(prompts, config={"max_concurrency": 8}, stop=planner.stop)
+    messages = [convert_to_messages([(m.get("role", "human"), str(m["content"]))
+                                     for m in s.prompt_messages]) for s in calls]
+    planner = Planner(chat, prompt=prompts.get("planner"))  # the stop strings its prompt declares
+    replies = chat.batch(messages, config={"max_concurrency": 8}, stop=planner.stop)
     counts = {"teacher_continues": 0, "teacher_stops": 0, "continued": 0, "stopped": 0,
               "unparsed": 0}
     for step, reply in zip(calls, replies, strict=True):

@@ -184,7 +184,6 @@ def test_dynamic_sampling_keeps_only_groups_whose_correctness_varies(toy_policy,
 
 
 def test_a_step_whose_calls_all_failed_is_an_error_not_an_empty_update():
-
     broken = [Trajectory(steps=[ModelStep(role="planner", error="RuntimeError: sync failed")])] * 2
     with pytest.raises(RuntimeError, match="2 failed, the first with: RuntimeError: sync failed"):
         sampled(broken)
