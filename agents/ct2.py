@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from agents.decoding import GenerationOutput, GenerationRequest, eos_ids, hit_stop
+from tools.hf_loading import hf_load
 
 
 class CT2Sampler:
@@ -113,7 +114,9 @@ class CT2Sampler:
         model.save_pretrained(hf)
         self.tokenizer.save_pretrained(hf)
         self._generator = None
-        TransformersConverter(str(hf)).convert(str(ct), quantization=self.quantization, force=True)
+        with hf_load():  # the converter loads `hf` with transformers, on this engine's thread
+            TransformersConverter(str(hf)).convert(str(ct), quantization=self.quantization,
+                                                   force=True)
         self._generator = ctranslate2.Generator(str(ct), device="cpu", intra_threads=self.threads,
                                                 inter_threads=self.parallel,
                                                 compute_type=self.quantization)

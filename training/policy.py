@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.models import POLICY_CARD, LocalChatModel, ModelSpec, parse_spec, policy_settings, with_adapter
+from tools.hf_loading import hf_load
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -129,7 +130,9 @@ def restore_weights(chat: LocalChatModel, path: str | Path) -> None:
     else:
         from transformers import AutoModelForCausalLM
 
-        chat.model.load_state_dict(AutoModelForCausalLM.from_pretrained(path).state_dict())
+        with hf_load():
+            trained = AutoModelForCausalLM.from_pretrained(path)
+        chat.model.load_state_dict(trained.state_dict())
     chat.close()  # the decoder restarts without prefixes cached under the old weights
 
 
