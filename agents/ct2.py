@@ -79,6 +79,7 @@ class CT2Sampler:
         weakref.finalize(self, shutil.rmtree, self._folder, True)  # also when never closed
         self._generator: Any = None
         self._stale = True
+        self._sync_error: BaseException | None = None
         self._queue: queue.Queue[tuple[GenerationRequest, Future] | None] = queue.Queue()
         self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="sleuth-ct2-batch")
         self._thread = threading.Thread(target=self._loop, daemon=True, name="sleuth-ct2")
@@ -151,10 +152,15 @@ class CT2Sampler:
                 wait(list(running))
                 try:
                     self._sync()
+                    self._sync_error = None
                 except BaseException as e:  # noqa: BLE001 - the callers get the error
-                    for _, fut in items:
-                        fut.set_exception(e)
-                    continue
+                    # not retried per batch (a try costs a conversion, ~30 s for SmolLM2):
+                    # every request fails with it until the weights change again
+                    self._sync_error, self._stale = e, False
+            if self._sync_error is not None:
+                for _, fut in items:
+                    fut.set_exception(self._sync_error)
+                continue
             futures = {id(req): fut for req, fut in items}
             for batch in plan_batches([req for req, _ in items], self.length_tolerance):
                 # CTranslate2 releases the GIL while it decodes: batches run in parallel, up

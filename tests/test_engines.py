@@ -68,6 +68,32 @@ def test_the_int8_engine_runs_a_chat_model_and_resyncs_after_an_update(make_tiny
         chat.close()
 
 
+def test_a_failed_weight_sync_fails_requests_until_the_weights_change(policy, monkeypatch):
+    from agents.ct2 import CT2Sampler
+    from agents.decoding import GenerationRequest
+
+    sampler = CT2Sampler(policy.model, policy.tokenizer, quantization="float32")
+    tries = []
+
+    def broken():
+        tries.append(1)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sampler, "_sync", broken)
+    ids = policy.tokenizer("Where?").input_ids
+    try:
+        for _ in range(3):  # one at a time: each is its own batch
+            with pytest.raises(OSError, match="disk full"):
+                sampler.submit(GenerationRequest(ids, max_new_tokens=4)).result(timeout=60)
+        assert len(tries) == 1  # a conversion is not tried again for every batch
+        sampler.weights_changed()
+        with pytest.raises(OSError, match="disk full"):
+            sampler.submit(GenerationRequest(ids, max_new_tokens=4)).result(timeout=60)
+        assert len(tries) == 2  # new weights: tried again
+    finally:
+        sampler.close()
+
+
 def test_stop_strings_end_a_ct2_completion(policy):
     from agents.ct2 import CT2Sampler
 
