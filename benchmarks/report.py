@@ -159,22 +159,25 @@ def learning(results: Path) -> str:
     return stages_table(load(results, "learning", "comparisons"))
 
 
-@table("learning_answer_first")
-def learning_answer_first(results: Path) -> str:
-    """The same table for the earlier recipe's run (answer-first writer demonstrations)."""
-    return stages_table(load(results, "learning_answer_first", "comparisons"))
+# earlier learning runs kept beside learning.json, each as the same table
+KEPT_RUNS = {
+    "learning_answer_first": "the earlier recipe's run (answer-first writer demonstrations)",
+    "learning_reasoned": "the reasoned-writer run (facts first, roles balanced)",
+    "learning_top10": "the top-10-layer run (default prompts, 561 chains steps)",
+    "learning_rboth": "the run with both reasoned prompts (planner and writer) and the int8 engine",
+}
 
 
-@table("learning_reasoned")
-def learning_reasoned(results: Path) -> str:
-    """The same table for the reasoned-writer run (facts first, roles balanced)."""
-    return stages_table(load(results, "learning_reasoned", "comparisons"))
+def kept_run(name: str) -> Renderer:
+    """The stages table of the kept learning run `name`."""
+    def render(results: Path) -> str:
+        return stages_table(load(results, name, "comparisons"))
+    render.__doc__ = f"The same table for {KEPT_RUNS[name]}."
+    return render
 
 
-@table("learning_top10")
-def learning_top10(results: Path) -> str:
-    """The same table for the top-10-layer run (default prompts, 561 chains steps)."""
-    return stages_table(load(results, "learning_top10", "comparisons"))
+for _name in KEPT_RUNS:
+    table(_name)(kept_run(_name))
 
 
 @table("planner_decisions")

@@ -57,7 +57,11 @@ def test_persistence_pays_only_after_a_miss_and_only_when_right():
     assert rewards.persistence(farming, GOLD) == 0.0
     full = rewards.default()
     gave_up = traj("Oslo", [search("x")])  # missed once and answered anyway
-    assert full(farming, GOLD) < full(gave_up, GOLD) < full(right_after_miss, GOLD)
+    # a wrong run's misses before its evidence is complete are not charged (searching on is
+    # what persistence teaches), but they earn nothing, and the model calls they take cost
+    assert full(farming, GOLD) == full(gave_up, GOLD) < full(right_after_miss, GOLD)
+    called = traj("Oslo", _run(*[search("x")] * 30))
+    assert full(called, GOLD) < full(traj("Oslo", _run(search("x"))), GOLD)
     # finding the evidence at once beats finding it after misses: retries are not farmable
     assert full(right_after_miss, GOLD) < full(right_no_miss, GOLD)
     capped = traj("Varo", [search("x")] * 30 + [search("g1")])

@@ -150,17 +150,29 @@ def persistence(trajectory: Trajectory, gold: Gold | None = None, *,
 
 
 def search_cost(trajectory: Trajectory, gold: Gold | None = None, *,
-                per_search: float = 0.15) -> float:
-    """A charge of `per_search` for every search that brought no new gold document.
+                per_search: float = 0.15, threshold: float = 0.5) -> float:
+    """A charge of `per_search` for every wasted search: one that brought no new gold
+    document in a right run (F1 >= threshold), or after the gold evidence was complete.
 
     It outweighs what one more retry can earn (`persistence` pays 1/3 · 0.2 per needed retry
-    in the default mix), so a run never earns more by adding searches that find nothing.
+    in the default mix), so a right run never earns more by adding searches that find nothing.
+    A wrong run's misses before its evidence is complete are not charged: they are the
+    searching on that persistence teaches (charging them taught GRPO to search less).
 
     >>> miss = ToolStep(tool="kb", output=[{"doc_id": "x"}])
-    >>> search_cost(Trajectory(steps=[miss, miss]), Gold(answer="a", doc_ids=["g1"]))
+    >>> hit = ToolStep(tool="kb", output=[{"doc_id": "g1"}])
+    >>> gold = Gold(answer="a", doc_ids=["g1"])
+    >>> search_cost(Trajectory(answer="a", steps=[miss, miss, hit]), gold)
     -0.3
+    >>> search_cost(Trajectory(answer="b", steps=[miss, miss]), gold)  # wrong, still looking
+    0.0
+    >>> search_cost(Trajectory(answer="b", steps=[hit, miss]), gold)  # wrong, evidence in hand
+    -0.15
     """
-    return -per_search * sum(search_misses(trajectory, gold))
+    right = f1(trajectory, gold) >= threshold
+    wasted = sum(o.miss and (right or o.complete_before)
+                 for o in search_outcomes(trajectory, gold))
+    return -per_search * wasted if wasted else 0.0
 
 
 def retrieved_doc_ids(trajectory: Trajectory) -> list[str]:
