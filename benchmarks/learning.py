@@ -119,7 +119,7 @@ def main() -> None:
                                              final_dir / "adapter",
                                              stages[final]["world"]["per_task"])
     if "grpo" in records and (final_dir / "metrics.jsonl").exists():
-        _curves(final_dir)
+        data["stages"]["grpo"]["curve"] = _curves(final_dir)
     shipped = args.ship and data["summary"]["world_goal_met"]
     if shipped:
         _ship(final_dir)
@@ -170,10 +170,16 @@ def _portable(record: dict) -> dict:
     return {k: v for k, v in record.items() if k != "checkpoint"}
 
 
-def _curves(folder: Path) -> None:
+CURVE_KEYS = ("step", "em", "reward/reward", "searches", "searches_after_miss",
+              "reward/search_cost", "reward/persistence", "groups_informative", "step_s")
+
+
+def _curves(folder: Path) -> list[dict]:
+    """Plot the GRPO stage's per-step metrics; the main ones per step, for the JSON."""
     history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     if history:
         plot_curves(history, ROOT / "benchmarks" / "results" / "learning_curves.png")
+    return [{k: row[k] for k in CURVE_KEYS if k in row} for row in history]
 
 
 def _ship(folder: Path) -> None:
