@@ -20,6 +20,7 @@ an interrupted run (finished stages and evaluations are kept under $SLEUTH_HOME/
 
 Usage: python benchmarks/learning.py [--stages chains,grpo] [--minutes chains=25,grpo=35]
        [--limit N] [--ship] [--run-dir DIR] [--prompt writer=writer_reasoned] [--balance-roles]
+       [--lora-r R] [--lora-layers N] [--engine ct2-int8] [--rollouts-per-step 16]
 """
 
 from __future__ import annotations
