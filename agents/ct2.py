@@ -3,10 +3,10 @@
 Alone, CTranslate2 decodes SmolLM2-135M in int8 several times faster than transformers in
 fp32 on this CPU (../shared/FEASIBILITY.md), and prefills about twice as fast. The engine
 converts the policy's weights (a LoRA adapter merged into a copy) to a CTranslate2 int8
-model, gathers concurrent requests for a few milliseconds and decodes them with
-`generate_batch` calls. After the trainer changes the weights, `weights_changed()` marks the
-model stale and the next batch converts and reloads it first (`sync_s` keeps each sync's
-seconds).
+model in memory (`convert_in_memory`: nothing written but the int8 model), gathers
+concurrent requests for a few milliseconds and decodes them with `generate_batch` calls.
+After the trainer changes the weights, `weights_changed()` marks the model stale and the next
+batch converts and reloads it first (`sync_s` keeps each sync's seconds).
 
 How requests are batched (`plan_batches`) decides its speed. `generate_batch` forwards a
 batch's prompts at once only up to the shortest one; the rest of each longer prompt goes
@@ -46,7 +46,6 @@ import numpy as np
 import torch
 
 from agents.decoding import GenerationOutput, GenerationRequest, eos_ids, hit_stop
-from tools.hf_loading import hf_load
 
 
 class CT2Sampler:
@@ -102,26 +101,20 @@ class CT2Sampler:
     # ------------------------------------------------------------------ weights
 
     def _sync(self) -> None:
-        """Export the current weights (LoRA merged into a copy), convert, and reload."""
+        """Convert the current weights (LoRA merged into a copy) in memory, and reload."""
         import ctranslate2
-        from ctranslate2.converters import TransformersConverter
 
         t0 = time.perf_counter()
-        hf, ct = self._folder / "hf", self._folder / "ct2"
-        shutil.rmtree(hf, ignore_errors=True)
+        ct = self._folder / "ct2"
         model = self.model
-        if hasattr(model, "merge_and_unload"):  # a PEFT model: merge into a copy
-            model = copy.deepcopy(model).merge_and_unload()
-        model.save_pretrained(hf)
-        self.tokenizer.save_pretrained(hf)
+        # a PEFT model merges into a copy; any other is copied (the conversion consumes it)
+        model = (copy.deepcopy(model).merge_and_unload() if hasattr(model, "merge_and_unload")
+                 else copy.deepcopy(model))
         self._generator = None
-        with hf_load():  # the converter loads `hf` with transformers, on this engine's thread
-            TransformersConverter(str(hf)).convert(str(ct), quantization=self.quantization,
-                                                   force=True)
+        convert_in_memory(model, self.tokenizer, ct, self.quantization)
         self._generator = ctranslate2.Generator(str(ct), device="cpu", intra_threads=self.threads,
                                                 inter_threads=self.parallel,
                                                 compute_type=self.quantization)
-        shutil.rmtree(hf, ignore_errors=True)
         self._stale = False
         self.sync_s.append(time.perf_counter() - t0)
 
@@ -219,6 +212,48 @@ class CT2Sampler:
                 token_ids=ids, logprobs=_logprobs(res.logits[0], ids, temperature),
                 text=self.tokenizer.decode(ids, skip_special_tokens=True),
                 finish_reason="stop" if ended or stopped[i] else "length")
+
+
+def convert_in_memory(model: Any, tokenizer: Any, output_dir: Path, quantization: str) -> None:
+    """Write a CTranslate2 model converted from an in-memory transformers model (consumed)."""
+    import ctranslate2.converters.transformers as ct2_transformers
+
+    # `TransformersConverter` reads the config from a folder and loads the model with
+    # `from_pretrained`: hand it ours instead (saving 540 MB of fp32 weights and loading them
+    # back cost seconds, and that load is where transformers' tie_weights race bit).
+    class _Converter(ct2_transformers.TransformersConverter):
+        def load_model(self, model_class: Any, path: str, **kwargs: Any) -> Any:
+            return model
+
+        def load_tokenizer(self, tokenizer_class: Any, path: str, **kwargs: Any) -> Any:
+            return tokenizer
+
+    config_dir = output_dir.parent / "config"
+    model.config.save_pretrained(config_dir)
+    # Its loaders call `gc.collect()` after each layer, to free a big model's memory as they
+    # go: in a process holding torch, transformers and LangGraph that is ~0.4 s a call, 12 of
+    # SmolLM2's 18 s of conversion. The copy's tensors are freed by reference counting anyway,
+    # so the module's collections are skipped while we convert.
+    with _CONVERTING:  # two engines syncing at once must not keep each other's stand-in
+        gc_module = ct2_transformers.gc
+        ct2_transformers.gc = _NoCollect  # type: ignore[assignment]
+        try:
+            _Converter(str(config_dir)).convert(str(output_dir), quantization=quantization,
+                                                force=True)
+        finally:
+            ct2_transformers.gc = gc_module
+
+
+_CONVERTING = threading.Lock()
+
+
+class _NoCollect:
+    """Stands in for the `gc` module inside CTranslate2's converter (see `convert_in_memory`)."""
+
+    @staticmethod
+    def collect(generation: int = 2) -> int:
+        """Collect nothing."""
+        return 0
 
 
 def _prefix(req: GenerationRequest) -> tuple[int, ...]:

@@ -158,3 +158,21 @@ def test_each_request_keeps_its_own_length_in_a_shared_batch(policy):
     assert len(long_.result.token_ids) > 3  # not cut at the shorter one's end
     assert long_.result.token_ids[:3] == short.result.token_ids
     assert len(short.result.logprobs) == len(short.result.token_ids)
+
+
+def test_in_memory_conversion_writes_what_the_converter_writes_from_disk(policy, tmp_path):
+    import copy
+    import gc
+
+    import ctranslate2.converters.transformers as ct2_transformers
+    from ctranslate2.converters import TransformersConverter
+
+    from agents.ct2 import convert_in_memory
+
+    policy.model.save_pretrained(tmp_path / "hf")
+    policy.tokenizer.save_pretrained(tmp_path / "hf")
+    TransformersConverter(str(tmp_path / "hf")).convert(str(tmp_path / "disk"), quantization="int8")
+    convert_in_memory(copy.deepcopy(policy.model), policy.tokenizer, tmp_path / "memory", "int8")
+    assert ct2_transformers.gc is gc  # the converter's module put back
+    for name in ("model.bin", "config.json", "vocabulary.json"):
+        assert (tmp_path / "memory" / name).read_bytes() == (tmp_path / "disk" / name).read_bytes()

@@ -5,8 +5,8 @@ when it ends (`transformers.initialization.no_tie_weights` replaces `PreTrainedM
 with a no-op). Two loads on two threads can interleave so that the no-op is what gets put
 back; from then on every load of a tied-embedding model (SmolLM2) leaves `lm_head` MISSING on
 the meta device. Sleuth loads on several threads at once (research runs load the embedder, the
-ct2 engine's weight sync converts on its own thread, which loads the merged model), and that
-is how a GRPO step on the int8 engine came to fail every call after its first weight sync.
+ct2 engine's weight sync used to load the merged model on its own thread to convert it), and
+that is how a GRPO step on the int8 engine came to fail every call after its first weight sync.
 Four threads loading a tiny tied Llama 30 times each reproduce it. So every load in sleuth
 goes through `hf_load()`: one at a time, and a `tie_weights` broken by a load elsewhere (a
 library's own thread) is put back first.
