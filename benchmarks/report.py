@@ -359,6 +359,20 @@ def grpo_step(results: Path) -> str:
                      f"step (median of {steps})", "sampling + scoring", "update"], rows)
 
 
+@table("ct2_sync")
+def ct2_sync(results: Path) -> str:
+    """The int8 engine's weight sync: through the disk against in memory."""
+    d = load(results, "ct2_sync", "summary")
+    s = d["summary"]
+    return markdown(
+        [f"convert SmolLM2 + rank-16 LoRA to int8 (median of {d['repeats']})", "seconds"],
+        [["merged copy saved, loaded back and converted (the engine's first version)",
+          f"{s['through_disk_s']:.2f} s"],
+         ["merged copy converted in memory (`agents.ct2.convert_in_memory`)", f"{s['in_memory_s']:.2f} s"],
+         ["**speedup**", f"**{s['speedup']:.1f}×**; identical model files: "
+                         f"{'yes' if s['identical_files'] else 'NO'}"]])
+
+
 # --- cml.json, debate.json ------------------------------------------------------------------
 
 SUITE_NAMES = {"world": "held-out world", "hotpotqa": "HotpotQA"}
