@@ -166,6 +166,7 @@ KEPT_RUNS = {
     "learning_top10": "the top-10-layer run (default prompts, 561 chains steps)",
     "learning_rboth": "the run with both reasoned prompts (planner and writer) and the int8 engine",
     "learning_rplanner": "the earlier shipped run (same warm start, GRPO with the old search_cost)",
+    "learning_rplanner_all": "the chains-only run with the adapter on every layer",
 }
 
 
