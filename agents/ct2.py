@@ -231,9 +231,9 @@ def convert_in_memory(model: Any, tokenizer: Any, output_dir: Path, quantization
     config_dir = output_dir.parent / "config"
     model.config.save_pretrained(config_dir)
     # Its loaders call `gc.collect()` after each layer, to free a big model's memory as they
-    # go: in a process holding torch, transformers and LangGraph that is ~0.4 s a call, 12 of
-    # SmolLM2's 18 s of conversion. The copy's tensors are freed by reference counting anyway,
-    # so the module's collections are skipped while we convert.
+    # go: in a process holding torch, transformers and LangGraph a full collection is slow
+    # (profiled with another job on the cores: 12 of a SmolLM2 conversion's 18 s). The copy's
+    # tensors are freed by reference counting anyway, so its collections are skipped here.
     with _CONVERTING:  # two engines syncing at once must not keep each other's stand-in
         gc_module = ct2_transformers.gc
         ct2_transformers.gc = _NoCollect  # type: ignore[assignment]
