@@ -17,10 +17,11 @@ import json
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from protocol import alternate  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 LENGTHS = [120, 150, 180, 220, 260, 300, 350, 400]
@@ -61,13 +62,7 @@ def main() -> None:
     shapes = {"mixed_lengths_one_batch": lambda: run(mixed),
               "one_at_a_time": lambda: [run([p]) for p in mixed],
               "one_length_one_batch": lambda: run(same)}
-    times: dict[str, list[float]] = {k: [] for k in shapes}
-    for _ in range(args.repeats):
-        for name, fn in shapes.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(round(time.perf_counter() - t0, 2))
-            print(name, times[name][-1], flush=True)
+    times = alternate(shapes, args.repeats)
     median = {k: round(statistics.median(v), 2) for k, v in times.items()}
     result = {"summary": {**median, "mixed_over_one_at_a_time": round(
                   median["mixed_lengths_one_batch"] / median["one_at_a_time"], 2)},

@@ -20,12 +20,11 @@ import os
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from protocol import write  # noqa: E402
+from protocol import alternate, write  # noqa: E402
 
 
 def main() -> None:
@@ -63,13 +62,7 @@ def main() -> None:
 
     load = [round(x, 2) for x in os.getloadavg()]  # other jobs on the cores, if any
     ways = {"through_disk": through_disk, "in_memory": in_memory}
-    times: dict[str, list[float]] = {k: [] for k in ways}
-    for _ in range(args.repeats):
-        for name, fn in ways.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(round(time.perf_counter() - t0, 2))
-            print(name, times[name][-1], flush=True)
+    times = alternate(ways, args.repeats)
     same = all((folder / "disk" / f).read_bytes() == (folder / "memory" / f).read_bytes()
                for f in ("model.bin", "config.json", "vocabulary.json"))
     shutil.rmtree(folder, ignore_errors=True)

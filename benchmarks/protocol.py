@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,18 @@ def paired(before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any
             "ci95": [round(100 * means[int(0.025 * resamples)], 1),
                      round(100 * means[int(0.975 * resamples) - 1], 1)],
             "gained": sum(d > 0 for d in diffs), "lost": sum(d < 0 for d in diffs), "n": len(ids)}
+
+
+def alternate(ways: Mapping[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each way, run in turn `repeats` times (so drift in the machine hits all)."""
+    times: dict[str, list[float]] = {k: [] for k in ways}
+    for _ in range(repeats):
+        for name, fn in ways.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(round(time.perf_counter() - t0, 2))
+            print(name, times[name][-1], flush=True)
+    return times
 
 
 def write(name: str, data: Mapping[str, Any]) -> Path:
