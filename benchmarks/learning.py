@@ -21,6 +21,7 @@ an interrupted run (finished stages and evaluations are kept under $SLEUTH_HOME/
 Usage: python benchmarks/learning.py [--stages chains,grpo] [--minutes chains=25,grpo=35]
        [--limit N] [--ship] [--run-dir DIR] [--prompt writer=writer_reasoned] [--balance-roles]
        [--lora-r R] [--lora-layers N] [--engine ct2-int8] [--rollouts-per-step 16]
+       [--before-from benchmarks/results/learning.json]
 """
 
 from __future__ import annotations
@@ -93,11 +94,18 @@ def main() -> None:
                     help="LoRA on the top N decoder layers only (faster updates).")
     ap.add_argument("--rollouts-per-step", type=int, default=None,
                     help="GRPO: rollouts sampled per step (tasks x 4 generations; default 8).")
+    ap.add_argument("--before-from", type=Path, default=None, metavar="RESULTS_JSON",
+                    help="Take the untrained policy's rows and the title baseline from an earlier "
+                    "results file of this benchmark (same protocol and tasks, checked) instead "
+                    "of evaluating them again.")
     args = ap.parse_args()
     tasks = suites(args.limit)
-    before = evaluate_policy(BASE, tasks)
-    retrieval = evaluate_cached(BASE, "hotpotqa", tasks["hotpotqa"], mode="retrieval",
-                                say=console.print)
+    if args.before_from:
+        before, title = earlier_before(args.before_from, tasks)
+    else:
+        before = evaluate_policy(BASE, tasks)
+        title = rows(evaluate_cached(BASE, "hotpotqa", tasks["hotpotqa"], mode="retrieval",
+                                     say=console.print), "retrieval-title")
     cfg = PipelineConfig(output_dir=str(sleuth_home() / args.run_dir),
                          stages=tuple(args.stages.split(",")),
                          minutes={k: float(v) for k, v in
@@ -115,7 +123,9 @@ def main() -> None:
                          **evaluate_policy(f"hf:{folder}", tasks, weights=folder / "adapter")}
     final = list(records)[-1]
     final_dir = Path(cfg.output_dir) / final
-    data = _results(before, retrieval, stages, records, cfg)
+    data = _results(before, title, stages, records, cfg)
+    if args.before_from:
+        data["protocol"]["before_from"] = str(args.before_from.resolve().relative_to(ROOT))
     data["prompt_examples"] = needs_examples(f"hf:{final_dir}", tasks["world"][:100],
                                              final_dir / "adapter",
                                              stages[final]["world"]["per_task"])
@@ -131,7 +141,21 @@ def main() -> None:
     console.print(f"wrote {path.relative_to(ROOT)}")
 
 
-def _results(before: dict, retrieval: dict, stages: dict, records: dict,
+def earlier_before(path: Path, tasks: dict[str, list[dict]]) -> tuple[dict, list[dict]]:
+    """The untrained policy's evaluation and the title baseline's rows from an earlier results
+    file of this benchmark, after checking it used this protocol on these tasks."""
+    data = json.loads(path.read_text())
+    if data.get("protocol", {}).get("eval") != EVAL.model_dump(mode="json"):
+        raise SystemExit(f"{path}: evaluated under another research configuration; not reusable")
+    before, title = data["before"], data["hotpotqa_retrieval_title"]["per_task"]
+    for suite, rows_ in (*((s, before[s]["per_task"]) for s in tasks), ("hotpotqa", title)):
+        if [r["task_id"] for r in rows_] != [t["id"] for t in tasks[suite]]:
+            raise SystemExit(f"{path}: its {suite} rows are not this run's tasks; not reusable")
+    console.print(f"untrained policy and title baseline: taken from {path.name}")
+    return before, title
+
+
+def _results(before: dict, title_rows: list[dict], stages: dict, records: dict,
              cfg: PipelineConfig) -> dict:
     """The results file: summary, comparisons, and every evaluation with its per-task rows."""
     names = list(stages)
@@ -139,7 +163,7 @@ def _results(before: dict, retrieval: dict, stages: dict, records: dict,
     world = paired(before["world"]["per_task"], after["world"]["per_task"])
     hotpot = paired(before["hotpotqa"]["per_task"], after["hotpotqa"]["per_task"])
     rl = paired(warm["world"]["per_task"], after["world"]["per_task"]) if warm else None
-    title = summary(rows(retrieval, "retrieval-title"))["all"]["em"]
+    title = summary(title_rows)["all"]["em"]
     minutes = sum(float(r["minutes"]) for r in records.values())
     em = {k: v["world"]["summary"]["all"]["em"] for k, v in (("before", before), ("after", after))}
     summary_ = {
@@ -161,8 +185,7 @@ def _results(before: dict, retrieval: dict, stages: dict, records: dict,
                          "lora_layers": cfg.lora_layers,
                          "grpo": {k: v for k, v in cfg.grpo.items() if k != "save_steps"}},
             "before": before, "hotpotqa_retrieval_title": {
-                "summary": summary(rows(retrieval, "retrieval-title")),
-                "per_task": rows(retrieval, "retrieval-title")},
+                "summary": summary(title_rows), "per_task": title_rows},
             "stages": stages}
 
 
