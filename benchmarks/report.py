@@ -349,15 +349,20 @@ def grpo_step(results: Path) -> str:
     """Whole GRPO steps, today's settings against both throughput levers."""
     g = load(results, "train_step", "grpo_step")["grpo_step"]
     prefixes = {True: "shared", False: "whole"}
+    per_call = "per_sample_speedup" in g  # results written before it was measured lack it
     rows = [[label, f"{g[side]['rollout_engine']}, prefixes {prefixes[g[side]['share_prefix']]}",
              f"{g[side]['median_step_s']:.1f} s", f"{g[side]['median_rollout_s']:.1f} s",
-             f"{g[side]['median_update_s']:.1f} s"]
+             f"{g[side]['median_update_s']:.1f} s",
+             *([f"{g[side]['median_samples']:g}", f"{g[side]['median_s_per_sample']:.2f} s"]
+               if per_call else [])]
             for side, label in (("today", "today's"), ("levers", "both levers"))]
     rows.append(["**speedup**", "", f"**{g['speedup']:.2f}×** {goal('≥ 2×', g['speedup'] >= 2)}",
-                 "", ""])
+                 "", "", *(["", f"{g['per_sample_speedup']:.2f}×"] if per_call else [])])
     steps = len(g["today"]["step_s"])
     return markdown(["GRPO step (2 tasks × 4 rollouts)", "sampling engine, update",
-                     f"step (median of {steps})", "sampling + scoring", "update"], rows)
+                     f"step (median of {steps})", "sampling + scoring", "update",
+                     *(["calls trained on (median)", "step seconds per call (median)"]
+                       if per_call else [])], rows)
 
 
 @table("ct2_sync")

@@ -1,0 +1,46 @@
+"""benchmarks/learning.py: reusing an earlier run's untrained evaluation only when it matches."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import learning  # noqa: E402
+
+EARLIER = ROOT / "benchmarks" / "results" / "learning_rplanner_all.json"
+
+
+def tasks_of(data: dict) -> dict[str, list[dict]]:
+    """The task lists an earlier results file was evaluated on (ids are all the check reads)."""
+    return {s: [{"id": r["task_id"]} for r in data["before"][s]["per_task"]]
+            for s in ("world", "hotpotqa")}
+
+
+def test_an_earlier_run_on_the_same_protocol_and_tasks_is_reused() -> None:
+    data = json.loads(EARLIER.read_text())
+    before, title = learning.earlier_before(EARLIER, tasks_of(data))
+    assert before == data["before"]
+    assert title == data["hotpotqa_retrieval_title"]["per_task"]
+
+
+def test_another_research_configuration_is_refused(tmp_path: Path) -> None:
+    data = json.loads(EARLIER.read_text())
+    data["protocol"]["eval"]["max_rounds"] += 1
+    path = tmp_path / "learning.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(SystemExit, match="another research configuration"):
+        learning.earlier_before(path, tasks_of(data))
+
+
+def test_other_tasks_are_refused() -> None:
+    data = json.loads(EARLIER.read_text())
+    tasks = tasks_of(data)
+    with pytest.raises(SystemExit, match="world rows are not this run's tasks"):
+        learning.earlier_before(EARLIER, {**tasks, "world": tasks["world"][:100]})
+    with pytest.raises(SystemExit, match="hotpotqa rows"):
+        learning.earlier_before(EARLIER, {**tasks, "hotpotqa": tasks["hotpotqa"][::-1]})
