@@ -5,7 +5,8 @@
    cached evaluation as the baselines — and the retrieval-only title baseline.
 2. Train with `training.pipeline` (a LoRA adapter, wall-clock budget per stage on this CPU;
    training worlds use seeds from 1,000,000 on): `chains` — SFT on rationale-chain
-   demonstrations rendered through the agents' own prompts (no worked examples); `grpo` —
+   demonstrations rendered through the agents' own prompts (no worked examples), with
+   `--chain-tasks` real questions' decompositions too (e.g. MuSiQue's); `grpo` —
    trajectory-level GRPO over a curriculum of fresh generated tasks, continuing the adapter.
 3. After every stage: the same evaluation. Per-task rows are kept, so every comparison is
    paired: the EM gain with a paired-bootstrap 95% interval, tasks gained and lost, results
@@ -21,7 +22,7 @@ an interrupted run (finished stages and evaluations are kept under $SLEUTH_HOME/
 Usage: python benchmarks/learning.py [--stages chains,grpo] [--minutes chains=25,grpo=35]
        [--limit N] [--ship] [--run-dir DIR] [--prompt writer=writer_reasoned] [--balance-roles]
        [--lora-r R] [--lora-layers N] [--engine ct2-int8] [--rollouts-per-step 16]
-       [--before-from benchmarks/results/learning.json]
+       [--before-from benchmarks/results/learning.json] [--chain-tasks ../shared/data/musique_dev.jsonl]
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ import json
 import shutil
 from pathlib import Path
 
-from protocol import EVAL, ROOT, evaluate_cached, paired, rows, suites, summary, write
+from protocol import DATA, EVAL, ROOT, evaluate_cached, paired, rows, suites, summary, write
 from rich.console import Console
 
 from agents.engines import LOCAL_ENGINES
 from agents.models import read_policy_card
+from tools.documents import read_tasks
 from tools.paths import sleuth_home
 from training.grpo import plot_curves
 from training.pipeline import PipelineConfig, role_prompts, run_pipeline
@@ -94,6 +96,9 @@ def main() -> None:
                     help="LoRA on the top N decoder layers only (faster updates).")
     ap.add_argument("--rollouts-per-step", type=int, default=None,
                     help="GRPO: rollouts sampled per step (tasks x 4 generations; default 8).")
+    ap.add_argument("--chain-tasks", type=Path, default=None, metavar="TASKS_JSONL",
+                    help="Real tasks with decompositions demonstrated in the chains stage beside "
+                    "the generated ones, e.g. ../shared/data/musique_dev.jsonl (never a held-out set).")
     ap.add_argument("--before-from", type=Path, default=None, metavar="RESULTS_JSON",
                     help="Take the untrained policy's rows and the title baseline from an earlier "
                     "results file of this benchmark (same protocol and tasks, checked) instead "
@@ -111,7 +116,10 @@ def main() -> None:
                          minutes={k: float(v) for k, v in
                                   (kv.split("=") for kv in args.minutes.split(","))},
                          prompts=role_prompts(args.prompt), balance_roles=args.balance_roles,
-                         lora_r=args.lora_r, lora_layers=args.lora_layers)
+                         lora_r=args.lora_r, lora_layers=args.lora_layers,
+                         chain_extra_tasks=read_tasks(args.chain_tasks) if args.chain_tasks else [])
+    if args.chain_tasks and args.chain_tasks.resolve() == (DATA / "hotpotqa_dev.jsonl").resolve():
+        raise SystemExit("--chain-tasks: HotpotQA development questions are held out here")
     cfg.grpo["rollout_engine"] = args.engine
     if args.rollouts_per_step:
         cfg.grpo["per_device_train_batch_size"] = args.rollouts_per_step
@@ -124,6 +132,8 @@ def main() -> None:
     final = list(records)[-1]
     final_dir = Path(cfg.output_dir) / final
     data = _results(before, title, stages, records, cfg)
+    if args.chain_tasks:
+        data["protocol"]["chain_tasks"] = args.chain_tasks.name
     if args.before_from:
         data["protocol"]["before_from"] = str(args.before_from.resolve().relative_to(ROOT))
     data["prompt_examples"] = needs_examples(f"hf:{final_dir}", tasks["world"][:100],

@@ -293,3 +293,29 @@ def world_kb(small_world, tmp_path_factory):
     kb = KnowledgeBase(tmp_path_factory.mktemp("world_kb"))
     kb.ingest(small_world.docs, progress=False)
     return kb
+
+
+@pytest.fixture
+def musique_task() -> dict:
+    """A real-looking two-hop question in MuSiQue's format: a decomposition whose second step
+    names the first step's answer as #1, the supporting paragraph of each, and distractors."""
+    docs = [
+        {"doc_id": "m:1", "title": "Jump for Glory", "gold": True,
+         "text": "Jump for Glory is a 1937 British romantic drama film directed by Raoul Walsh and "
+                 "starring Douglas Fairbanks Jr. It was made at Denham Studios."},
+        {"doc_id": "m:2", "title": "Raoul Walsh", "gold": True,
+         "text": "Raoul Walsh was an American film director. He was married to the actress "
+                 "Miriam Cooper from 1916 to 1926."},
+        {"doc_id": "m:3", "title": "Denham Studios", "gold": False,
+         "text": "Denham Studios was a film studio in Buckinghamshire, founded in 1935."},
+        {"doc_id": "m:4", "title": "Miriam Cooper", "gold": False,
+         "text": "Miriam Cooper was an American silent film actress, born in Baltimore."},
+    ]
+    return {"id": "2hop__1_2", "question": "Who is the spouse of the director of Jump for Glory?",
+            "answer": "Miriam Cooper", "aliases": [], "type": "2hop", "source": "musique",
+            "docs": docs, "meta": {"question_decomposition": [
+                {"id": 1, "question": "Jump for Glory >> director", "answer": "Raoul Walsh",
+                 "paragraph_support_idx": 0},
+                {"id": 2, "question": "who was #1 married to", "answer": "Miriam Cooper",
+                 "paragraph_support_idx": 1}]}}
+

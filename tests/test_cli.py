@@ -130,7 +130,11 @@ def test_ask_prints_progress_answer_and_stats(sleuth_in_process, tiny_model, che
 
 
 def test_pipeline_prompt_options_are_checked_before_training(sleuth_in_process, tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"id": "q1"}\n')
     for option, message in ((("--prompt", "writer"), "--prompt takes ROLE=PROMPT"),
+                            (("--chain-tasks", str(tmp_path / "none.jsonl")), "none.jsonl: No such file"),
+                            (("--chain-tasks", str(tmp_path / "bad.jsonl")),
+                             "bad.jsonl:1: a task needs a 'question' string"),
                             (("--prompt", "critic=writer_reasoned"), "unknown role 'critic'"),
                             (("--prompt", "planner=no_such_prompt"), "no prompt file"),
                             (("--engine", "vllm"), "--engine is transformers or ct2-int8")):

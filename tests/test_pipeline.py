@@ -14,12 +14,14 @@ from training.pipeline import PipelineConfig, run_pipeline
 
 
 @pytest.mark.slow
-def test_pipeline_runs_its_stages_on_one_adapter_and_resumes(make_tiny_policy, tmp_path):
+def test_pipeline_runs_its_stages_on_one_adapter_and_resumes(make_tiny_policy, tmp_path,
+                                                             musique_task):
     policy = make_tiny_policy(initializer_range=0.3)
+    no_chain = {**musique_task, "id": "q2", "meta": {}}
     cfg = PipelineConfig(
         output_dir=str(tmp_path / "run"), model=policy, stages=("chains", "cml", "grpo"),
         minutes={"chains": 0.001, "cml": 0.001, "grpo": 10}, lora_r=4, lora_layers=1,
-        chain_tasks=6, cml_tasks=3,
+        chain_tasks=6, cml_tasks=3, chain_extra_tasks=[musique_task, no_chain],
         prompts={"writer": "writer_reasoned", "planner": "planner_reasoned"}, balance_roles=True,
         research=ResearchConfig(search_mode="fts", max_rounds=3, max_attempts=1, max_new_tokens=2),
         grpo={"max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2,
@@ -28,6 +30,9 @@ def test_pipeline_runs_its_stages_on_one_adapter_and_resumes(make_tiny_policy, t
     records = run_pipeline(cfg, log=logs.append)
     assert list(records) == ["chains", "cml", "grpo"]
     assert records["chains"]["demonstrations"] > 0 and records["chains"]["steps"] >= 1
+    # the real task's decomposition was played too; the one without a chain was skipped
+    assert (records["chains"]["extra_tasks"], records["chains"]["extra_chains"],
+            records["chains"]["extra_demonstrations"]) == (2, 1, 1)
     assert records["cml"]["groups"] > 0 and records["cml"]["steps"] >= 1
     assert records["grpo"]["steps"] == 1 and records["grpo"]["rollouts"] == 2
     out = tmp_path / "run"
@@ -48,6 +53,7 @@ def test_pipeline_runs_its_stages_on_one_adapter_and_resumes(make_tiny_policy, t
     assert loaded.prompts == {"writer": "writer_reasoned", "planner": "planner_reasoned"}
     summary = json.loads((out / "pipeline.json").read_text())
     assert list(summary["stages"]) == ["chains", "cml", "grpo"] and summary["config"]["lora_r"] == 4
+    assert summary["config"]["chain_extra_tasks"] == 2
     # a second run finds every stage done: nothing is trained again
     again = run_pipeline(cfg, log=logs.append)
     assert again == records and sum("done earlier" in line for line in logs) == 3

@@ -10,7 +10,7 @@ from tools.embeddings import HashEmbedder
 from tools.knowledge import KnowledgeBase
 from tools.worlds import generate_world
 from training import rewards
-from training.rationales import ChainTeacher, chains_of, demonstrations
+from training.rationales import FACT_WORDS, ChainTeacher, chains_of, demonstrations, from_decomposition
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +99,62 @@ def test_the_reasoned_planner_states_what_it_found_before_it_asks(world, world_k
         for step in plans:  # done only with every hop's fact found
             if parse_plan(step.text).done:
                 assert all(h["fact"] in step.text for h in chain_of[t.question])
+
+
+def test_a_decomposition_becomes_a_chain_on_real_pages(musique_task: dict) -> None:
+    task = from_decomposition(musique_task)
+    assert task is not None and task["meta"]["question_decomposition"]  # the original is kept
+    first, second = chains_of(task)[0]
+    assert first == {"sub_question": "What is the director of Jump for Glory?",
+                     "query": "What is the director of Jump for Glory", "answer": "Raoul Walsh",
+                     "fact": "Jump for Glory is a 1937 British romantic drama film directed by "
+                             "Raoul Walsh and starring Douglas Fairbanks Jr",
+                     "doc_id": "m:1", "title": "Jump for Glory"}
+    assert second["sub_question"] == "Who was Raoul Walsh married to?"  # #1 is the first answer
+    assert second["fact"].startswith("He was married to the actress Miriam Cooper")
+    assert second["title"] == "Raoul Walsh"
+
+
+@pytest.mark.parametrize("breakage", ["no answer in its page", "a #2 ahead of its hop",
+                                      "a title shared", "a title with a colon",
+                                      "a support index out of range", "another final answer",
+                                      "no decomposition"])
+def test_a_decomposition_that_cannot_be_played_gives_none(breakage: str, musique_task: dict) -> None:
+    task = musique_task
+    steps, docs = task["meta"]["question_decomposition"], task["docs"]
+    if breakage == "no answer in its page":
+        steps[1]["answer"] = "Lillian Gish"
+        task["answer"] = "Lillian Gish"
+    elif breakage == "a #2 ahead of its hop":
+        steps[1]["question"] = "who was #2 married to"
+    elif breakage == "a title shared":
+        docs[3]["title"] = "Raoul Walsh"
+    elif breakage == "a title with a colon":
+        docs[0]["title"] = "Jump for Glory: a film"
+    elif breakage == "a support index out of range":
+        steps[0]["paragraph_support_idx"] = 9
+    elif breakage == "another final answer":
+        task["answer"] = "Douglas Fairbanks Jr."
+    else:
+        del task["meta"]["question_decomposition"]
+    assert from_decomposition(task) is None
+
+
+def test_a_long_supporting_sentence_is_cut_around_its_answer(musique_task: dict) -> None:
+    task = musique_task
+    filler = " ".join(f"word{i}" for i in range(40))
+    task["docs"][1]["text"] = f"Raoul Walsh {filler} married Miriam Cooper {filler}."
+    fact = chains_of(from_decomposition(task))[0][1]["fact"]
+    assert "Miriam Cooper" in fact and len(fact.split()) == FACT_WORDS
+
+
+def test_the_teacher_demonstrates_real_chains_through_the_graph(tmp_path, musique_task: dict) -> None:
+    task = from_decomposition(musique_task)
+    kb = KnowledgeBase(tmp_path / "kb", embedder=HashEmbedder())
+    kb.ingest(task["docs"], progress=False)
+    demos = demonstrations([task], knowledge=kb,
+                           config=ResearchConfig(search_mode="fts", temperature=0.0))
+    assert len(demos) == 1 and rewards.evidence_recall(demos[0]) == 1.0
+    writer = demos[0].model_steps[-1].text
+    assert writer.startswith("<answer>Miriam Cooper</answer>")
+    assert "directed by Raoul Walsh" in writer and "married to the actress Miriam Cooper" in writer

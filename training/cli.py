@@ -352,15 +352,21 @@ def pipeline_command(
         help="Chains: train every role as often as the commonest.")] = False,
     engine: Annotated[str, typer.Option(
         help="What samples the GRPO stage's rollouts: transformers or ct2-int8.")] = "transformers",
+    chain_tasks: Annotated[Path | None, typer.Option(
+        "--chain-tasks", help="A task file (JSONL) of real questions with their documents and a "
+        "rationale or a MuSiQue-style question_decomposition in meta: demonstrated in the chains "
+        "stage beside the generated tasks.")] = None,
 ) -> None:
     """The staged recipe: SFT on rationale chains, (CML, rejection sampling,) GRPO on a curriculum."""
+    from tools.documents import read_tasks
     from training.pipeline import PipelineConfig, role_prompts, run_pipeline
 
     cfg = PipelineConfig(output_dir=str(output), model=model,
                          stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
                          minutes=_minutes(minutes), lora_r=lora_r, lora_layers=lora_layers,
                          prompt_examples=prompt_examples, seed=seed,
-                         prompts=role_prompts(prompt or []), balance_roles=balance_roles)
+                         prompts=role_prompts(prompt or []), balance_roles=balance_roles,
+                         chain_extra_tasks=read_tasks(chain_tasks) if chain_tasks else [])
     cfg.grpo["rollout_engine"] = _local_engine(engine)
     records = run_pipeline(cfg, log=lambda line: err.print(line, highlight=False, markup=False))
     last = list(records)[-1]

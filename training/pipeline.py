@@ -1,7 +1,8 @@
 """The staged recipe: a supervised warm start, then RL — one LoRA adapter through every stage.
 
     chains  SFT on rationale-chain demonstrations of generated tasks (`training.rationales`):
-            the agents' own prompts, the gold chain's replies;
+            the agents' own prompts, the gold chain's replies; real tasks with a chain
+            (`chain_extra_tasks`, e.g. MuSiQue's decompositions) demonstrated beside them;
     cml     contrastive multi-task learning (`training.cml`): the selector's yes/no judgments of
             gold pages against hard distractors, and the writer on blended evidence; the
             policy then judges passages in research runs;
@@ -40,7 +41,7 @@ from training.cml import train_cml
 from training.curriculum import Curriculum
 from training.grpo import ResearchGRPOTrainer, grpo_config
 from training.policy import load_policy, lora_config, restore_weights, top_layers
-from training.rationales import demonstrations
+from training.rationales import chains_of, demonstrations, from_decomposition
 from training.sft import train_sft
 
 STAGES = ("chains", "cml", "rft", "grpo")
@@ -67,6 +68,9 @@ class PipelineConfig:
     prompts: dict[str, str] = field(default_factory=dict)
     balance_roles: bool = False  # chains: every role as often as the commonest
     cml_extra_tasks: list[dict[str, Any]] = field(default_factory=list)  # e.g. a task file's rows
+    # chains: real tasks demonstrated beside the generated ones, on their own documents; each
+    # carries a rationale or a MuSiQue-style decomposition (`training.rationales.from_decomposition`)
+    chain_extra_tasks: list[dict[str, Any]] = field(default_factory=list)
     rft_tasks: int = 48
     rft_temperature: float = 0.3
     first_seed: int = 1_000_000
@@ -125,8 +129,9 @@ def run_pipeline(cfg: PipelineConfig, log: Log = print) -> dict[str, Any]:
         record_file.write_text(json.dumps(record, indent=1) + "\n")
         records[stage] = record
     config = {**{f.name: getattr(cfg, f.name) for f in fields(cfg)
-                 if f.name not in ("model", "research", "cml_extra_tasks")},
+                 if f.name not in ("model", "research", "cml_extra_tasks", "chain_extra_tasks")},
               "cml_extra_tasks": len(cfg.cml_extra_tasks),
+              "chain_extra_tasks": len(cfg.chain_extra_tasks),
               "model": cfg.model if isinstance(cfg.model, str) else cfg.model.model_name,
               "research": cfg.research.model_dump(mode="json")}
     (out / "pipeline.json").write_text(json.dumps({"config": config, "stages": records},
@@ -154,11 +159,36 @@ def _chains(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -
     if not demos:
         raise ValueError(f"no demonstration of {len(tasks)} tasks was right: with max_rounds="
                          f"{cfg.research.max_rounds} a chain of more hops cannot be played out")
+    extra = _extra_chain_tasks(cfg.chain_extra_tasks)
+    extra_demos = []
+    for rows in extra.values():  # each source searched in a knowledge base of its own documents
+        extra_demos += demonstrations(rows, knowledge=cached_kb(corpus_of(rows)), config=config,
+                                      prompts=chat.prompts)
+    if cfg.chain_extra_tasks:
+        n = sum(len(rows) for rows in extra.values())
+        log(f"chains: {len(extra_demos)} right demonstrations of {n} real tasks with a chain "
+            f"({len(cfg.chain_extra_tasks) - n} of {len(cfg.chain_extra_tasks)} had none)")
+    record = {"tasks": len(tasks), "demonstrations": len(demos)}
+    if cfg.chain_extra_tasks:
+        record.update(extra_tasks=len(cfg.chain_extra_tasks),
+                      extra_chains=sum(len(rows) for rows in extra.values()),
+                      extra_demonstrations=len(extra_demos))
+    demos += extra_demos
     stats = train_sft(demos, model=chat, reward=rewards.exact_match, min_reward=1.0,
                       output_dir=folder, epochs=3, time_budget_s=60 * cfg.minutes.get("chains", 0),
                       balance=cfg.balance_roles,
                       train_sampling_strategy="group_by_length")  # batches of like lengths: less padding
-    return {"tasks": len(tasks), "demonstrations": len(demos), **_sft_stats(stats)}
+    return {**record, **_sft_stats(stats)}
+
+
+def _extra_chain_tasks(tasks: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The real tasks that carry a chain (their own or one built from a decomposition), by source."""
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for t in tasks:
+        row = dict(t) if chains_of(t) else from_decomposition(t)
+        if row is not None:
+            by_source.setdefault(str(row.get("source")), []).append(row)
+    return by_source
 
 
 def _cml(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -> dict[str, Any]:

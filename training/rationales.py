@@ -15,6 +15,12 @@ sub-question names the entity they revealed). So demonstrations
 carry the prompts the policy will see, and a miss in retrieval becomes a demonstrated retry.
 Runs whose answer is not exactly right (a hop's page never surfaced) are dropped.
 
+Real questions can carry chains too: `from_decomposition` turns a task with a MuSiQue-style
+`meta.question_decomposition` (per hop a sub-question that may name an earlier hop's answer
+as `#k`, the hop's answer, the index of its supporting paragraph) into one with a rationale,
+each hop's fact the supporting paragraph's sentence that holds the answer. So the teacher also
+demonstrates on real pages (Wikipedia paragraphs), not only on generated ones.
+
 The teacher reads the prompt formats of `agents/prompts/` (the `Question:` and
 `Sub-question:` lines, `[n] Title: text` evidence lines): a custom prompt file with other
 fields needs its own teacher.
@@ -37,9 +43,13 @@ from agents.writer import writer_reply
 from graph.config import ResearchConfig
 from graph.run import research_many
 from graph.trajectory import Trajectory
+from tools.text import normalize_answer
 from training import rewards
 
 _EVIDENCE = re.compile(r"^\[(\d+)\] (.+?): (.*)$", re.M)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_EARLIER = re.compile(r"#(\d+)")
+FACT_WORDS = 30  # a longer supporting sentence is cut to this many words around the answer
 Hop = Mapping[str, str]
 
 
@@ -55,6 +65,67 @@ def _key(question: str) -> str:
 def chains_of(task: Mapping[str, Any]) -> list[list[Hop]]:
     """A task's rationale: one list of hops per chain (two for a comparison); [] if none."""
     return list((task.get("meta") or {}).get("rationale") or [])
+
+
+def from_decomposition(task: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The task with a rationale built from its `meta.question_decomposition` (MuSiQue's
+    format), or None when the decomposition cannot be played: a hop without an answer or a
+    supporting paragraph, an answer its paragraph does not contain, a `#k` naming no earlier
+    hop, or a page the evidence format cannot name unambiguously (its title holds ": " or
+    is shared with another paragraph of the task)."""
+    meta = task.get("meta") or {}
+    steps, docs = meta.get("question_decomposition"), task.get("docs") or []
+    if not steps or not isinstance(steps, list):
+        return None
+    titles = [str(d.get("title", "")) for d in docs]
+    hops: list[dict[str, str]] = []
+    for step in steps:
+        idx, answer = step.get("paragraph_support_idx"), str(step.get("answer") or "").strip()
+        if not isinstance(idx, int) or not 0 <= idx < len(docs) or not answer:
+            return None
+        doc, title = docs[idx], titles[idx]
+        fact = _fact(str(doc.get("text", "")), answer)
+        if fact is None or ": " in title or titles.count(title) > 1:
+            return None
+        refs = [int(k) for k in _EARLIER.findall(str(step.get("question", "")))]
+        if any(not 1 <= k <= len(hops) for k in refs):
+            return None
+        sub = _question(_EARLIER.sub(lambda m: hops[int(m.group(1)) - 1]["answer"],
+                                     str(step["question"])))
+        hops.append({"sub_question": sub, "query": sub.rstrip("?"), "answer": answer,
+                     "fact": fact, "doc_id": str(doc["doc_id"]), "title": title})
+    if normalize_answer(hops[-1]["answer"]) != normalize_answer(str(task.get("answer", ""))):
+        return None
+    return {**task, "meta": {**meta, "rationale": [hops]}}
+
+
+def _question(text: str) -> str:
+    """A decomposition step as a question: MuSiQue's `entity >> relation` form becomes
+    "What is the relation of entity?"; the first letter upper-case, one question mark."""
+    text = text.strip().rstrip("?").strip()
+    if ">>" in text:
+        entity, relation = (part.strip() for part in text.split(">>", 1))
+        text = f"What is the {relation} of {entity}"
+    return text[:1].upper() + text[1:] + "?"
+
+
+def _fact(text: str, answer: str) -> str | None:
+    """The first sentence of `text` that holds `answer` (normalised), cut to `FACT_WORDS`
+    words around it, without its closing stop; None if no sentence holds it."""
+    # a regex splitter, not a library's: paragraphs here are clean encyclopaedia prose, and
+    # a sentence cut at an abbreviation only shortens the fact, which is still checked below
+    want = normalize_answer(answer)
+    for sentence in _SENTENCE_END.split(text):
+        if want and want in normalize_answer(sentence):
+            words = sentence.split()
+            if len(words) > FACT_WORDS:
+                at = next((i for i in range(len(words))
+                           if want.split()[0] in normalize_answer(words[i])), 0)
+                start = max(0, min(at - FACT_WORDS // 2, len(words) - FACT_WORDS))
+                words = words[start:start + FACT_WORDS]
+            fact = " ".join(words).rstrip(".")
+            return fact if want in normalize_answer(fact) else None
+    return None
 
 
 class ChainTeacher(BaseChatModel):
@@ -133,4 +204,4 @@ def demonstrations(tasks: Iterable[Mapping[str, Any]], *, knowledge: Any = None,
             if r.trajectory is not None and rewards.exact_match(r.trajectory) == 1.0]
 
 
-__all__ = ["ChainTeacher", "chains_of", "demonstrations"]
+__all__ = ["ChainTeacher", "chains_of", "demonstrations", "from_decomposition"]
