@@ -108,7 +108,7 @@ def test_a_decomposition_becomes_a_chain_on_real_pages(musique_task: dict) -> No
     assert first == {"sub_question": "What is the director of Jump for Glory?",
                      "query": "What is the director of Jump for Glory", "answer": "Raoul Walsh",
                      "fact": "Jump for Glory is a 1937 British romantic drama film directed by "
-                             "Raoul Walsh and starring Douglas Fairbanks Jr",
+                             "Raoul Walsh and starring",  # cut to FACT_WORDS words
                      "doc_id": "m:1", "title": "Jump for Glory"}
     assert second["sub_question"] == "Who was Raoul Walsh married to?"  # #1 is the first answer
     assert second["fact"].startswith("He was married to the actress Miriam Cooper")
@@ -145,7 +145,7 @@ def test_a_long_supporting_sentence_is_cut_around_its_answer(musique_task: dict)
     filler = " ".join(f"word{i}" for i in range(40))
     task["docs"][1]["text"] = f"Raoul Walsh {filler} married Miriam Cooper {filler}."
     fact = chains_of(from_decomposition(task))[0][1]["fact"]
-    assert "Miriam Cooper" in fact and len(fact.split()) == FACT_WORDS
+    assert len(fact.split()) == FACT_WORDS and fact.endswith("married Miriam Cooper word0 word1")
 
 
 def test_the_teacher_demonstrates_real_chains_through_the_graph(tmp_path, musique_task: dict) -> None:
