@@ -10,7 +10,14 @@ from tools.embeddings import HashEmbedder
 from tools.knowledge import KnowledgeBase
 from tools.worlds import generate_world
 from training import rewards
-from training.rationales import FACT_WORDS, ChainTeacher, chains_of, demonstrations, from_decomposition
+from training.rationales import (
+    FACT_WORDS,
+    ChainTeacher,
+    chains_of,
+    demonstrations,
+    from_decomposition,
+    with_rationale,
+)
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +165,60 @@ def test_the_teacher_demonstrates_real_chains_through_the_graph(tmp_path, musiqu
     writer = demos[0].model_steps[-1].text
     assert writer.startswith("<answer>Miriam Cooper</answer>")
     assert "directed by Raoul Walsh" in writer and "married to the actress Miriam Cooper" in writer
+
+
+def wiki2_task(kind: str) -> dict:
+    """A 2WikiMultihopQA-style task: (subject, relation, object) triples and each subject's page."""
+    pages = {"Mr. Fix-It": "Mr. Fix-It is a 1918 comedy film directed by Allan Dwan.",
+             "Allan Dwan": "Allan Dwan (3 April 1885 – 28 December 1981) was a film director.",
+             "Rauni Mollberg": "Rauni Mollberg (April 15, 1929 – 2007) was a Finnish director.",
+             "Denham Studios": "Denham Studios was a film studio in Buckinghamshire."}
+    docs = [{"doc_id": f"w:{i}", "title": t, "text": pages[t], "gold": t != "Denham Studios"}
+            for i, t in enumerate(pages)]
+    if kind == "compositional":
+        question, answer = "When was the director of Mr. Fix-It born?", "3 April 1885"
+        triples = [["Mr. Fix-It", "director", "Allan Dwan"], ["Allan Dwan", "date of birth", "3 April 1885"]]
+    else:
+        question, answer = "Who was born first, Allan Dwan or Rauni Mollberg?", "Allan Dwan"
+        triples = [["Allan Dwan", "date of birth", "3 April 1885"],
+                   ["Rauni Mollberg", "date of birth", "April 15, 1929"]]
+    return {"id": kind, "question": question, "answer": answer, "type": kind, "source": "2wiki",
+            "docs": docs, "meta": {"evidences": triples}}
+
+
+def test_evidence_triples_become_chains_on_real_pages() -> None:
+    task = with_rationale(wiki2_task("compositional"))
+    (first, second), = chains_of(task)
+    assert first["sub_question"] == "Who is the director of Mr. Fix-It?"  # a person: who
+    assert (first["query"], first["answer"], first["title"]) == ("Mr. Fix-It director", "Allan Dwan",
+                                                                 "Mr. Fix-It")
+    assert first["fact"] == "Mr. Fix-It is a 1918 comedy film directed by Allan Dwan"
+    assert second["sub_question"] == "What is the date of birth of Allan Dwan?"
+    assert second["doc_id"] == "w:1" and second["answer"] == "3 April 1885"
+    comparison = with_rationale(wiki2_task("comparison"))  # two chains; the answer is no hop's
+    assert [[h["title"] for h in c] for c in chains_of(comparison)] == [["Allan Dwan"], ["Rauni Mollberg"]]
+
+
+@pytest.mark.parametrize("breakage", ["object not on its page", "another final answer",
+                                      "a subject without a page", "a subject's title shared",
+                                      "a cycle"])
+def test_evidence_triples_that_cannot_be_played_give_none(breakage: str) -> None:
+    task = wiki2_task("compositional")
+    triples = task["meta"]["evidences"]
+    if breakage == "object not on its page":
+        triples[1][2] = task["answer"] = "4 April 1885"
+    elif breakage == "another final answer":
+        task["answer"] = "1885"
+    elif breakage == "a subject without a page":
+        triples[0][0] = "The Iron Harbour"
+    elif breakage == "a subject's title shared":
+        task["docs"][3]["title"] = "Allan Dwan"
+    else:
+        triples.append(["3 April 1885", "film", "Mr. Fix-It"])
+    assert with_rationale(task) is None
+
+
+def test_with_rationale_keeps_a_generated_chain_and_builds_a_decomposition(world, musique_task) -> None:
+    assert with_rationale(world.tasks[0]) == world.tasks[0]
+    assert chains_of(with_rationale(musique_task)) == chains_of(from_decomposition(musique_task))
+    assert with_rationale({"id": "q", "question": "?", "answer": "a", "docs": []}) is None

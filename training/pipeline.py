@@ -41,7 +41,7 @@ from training.cml import train_cml
 from training.curriculum import Curriculum
 from training.grpo import ResearchGRPOTrainer, grpo_config
 from training.policy import load_policy, lora_config, restore_weights, top_layers
-from training.rationales import chains_of, demonstrations, from_decomposition
+from training.rationales import demonstrations, with_rationale
 from training.sft import train_sft
 
 STAGES = ("chains", "cml", "rft", "grpo")
@@ -69,7 +69,7 @@ class PipelineConfig:
     balance_roles: bool = False  # chains: every role as often as the commonest
     cml_extra_tasks: list[dict[str, Any]] = field(default_factory=list)  # e.g. a task file's rows
     # chains: real tasks demonstrated beside the generated ones, on their own documents; each
-    # carries a rationale or a MuSiQue-style decomposition (`training.rationales.from_decomposition`)
+    # with a rationale, a MuSiQue decomposition or 2Wiki evidences (`rationales.with_rationale`)
     chain_extra_tasks: list[dict[str, Any]] = field(default_factory=list)
     rft_tasks: int = 48
     rft_temperature: float = 0.3
@@ -182,10 +182,11 @@ def _chains(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -
 
 
 def _extra_chain_tasks(tasks: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The real tasks that carry a chain (their own or one built from a decomposition), by source."""
+    """The real tasks that carry a chain (their own, or one built from a decomposition or
+    evidence triples), by source."""
     by_source: dict[str, list[dict[str, Any]]] = {}
     for t in tasks:
-        row = dict(t) if chains_of(t) else from_decomposition(t)
+        row = with_rationale(t)
         if row is not None:
             by_source.setdefault(str(row.get("source")), []).append(row)
     return by_source

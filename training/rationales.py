@@ -18,8 +18,9 @@ Runs whose answer is not exactly right (a hop's page never surfaced) are dropped
 Real questions can carry chains too: `from_decomposition` turns a task with a MuSiQue-style
 `meta.question_decomposition` (per hop a sub-question that may name an earlier hop's answer
 as `#k`, the hop's answer, the index of its supporting paragraph) into one with a rationale,
-each hop's fact the supporting paragraph's sentence that holds the answer. So the teacher also
-demonstrates on real pages (Wikipedia paragraphs), not only on generated ones.
+and `from_evidences` one with 2WikiMultihopQA's (subject, relation, object) triples; each
+hop's fact is the supporting paragraph's sentence that holds the hop's answer. So the teacher
+also demonstrates on real pages (Wikipedia paragraphs), not only on generated ones.
 
 The teacher reads the prompt formats of `agents/prompts/` (the `Question:` and
 `Sub-question:` lines, `[n] Title: text` evidence lines): a custom prompt file with other
@@ -101,6 +102,81 @@ def from_decomposition(task: Mapping[str, Any]) -> dict[str, Any] | None:
     return {**task, "meta": {**meta, "rationale": [hops]}}
 
 
+def from_evidences(task: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The task with a rationale built from its `meta.evidences` (2WikiMultihopQA's
+    (subject, relation, object) triples), or None when they cannot be played. Triples link
+    into chains (a triple's subject is the previous one's object); one chain must end at
+    the answer, two or more make a comparison (the answer is then not a hop's). Each hop
+    reads the subject's own paragraph (by title), its fact the sentence holding the object."""
+    meta = task.get("meta") or {}
+    triples = meta.get("evidences")
+    if not triples or not all(isinstance(t, list | tuple) and len(t) == 3 for t in triples):
+        return None
+    triples = [tuple(str(x).strip() for x in t) for t in triples]
+    docs = task.get("docs") or []
+    by_title: dict[str, list[Mapping[str, Any]]] = {}
+    for d in docs:
+        by_title.setdefault(_key(str(d.get("title", ""))), []).append(d)
+    objects = {_key(o) for _, _, o in triples}
+    chains: list[list[dict[str, str]]] = []
+    used = 0
+    for start in (t for t in triples if _key(t[0]) not in objects):
+        chain, link = [], start
+        while link is not None:
+            subject, relation, obj = link
+            pages = by_title.get(_key(subject), [])
+            fact = _fact(str(pages[0].get("text", "")), obj) if len(pages) == 1 else None
+            if fact is None or ": " in subject:
+                return None
+            sub = f"{'Who' if relation in PERSON_RELATIONS else 'What'} is the {relation} of {subject}?"
+            chain.append({"sub_question": sub, "query": f"{subject} {relation}", "answer": obj,
+                          "fact": fact, "doc_id": str(pages[0]["doc_id"]),
+                          "title": str(pages[0]["title"])})
+            used += 1
+            link = next((t for t in triples if _key(t[0]) == _key(obj)), None)
+            if used > len(triples):  # a cycle
+                return None
+        chains.append(chain)
+    if not chains or used != len(triples):
+        return None
+    answer = normalize_answer(str(task.get("answer", "")))
+    if len(chains) == 1 and normalize_answer(chains[0][-1]["answer"]) != answer:
+        return None
+    return {**task, "meta": {**meta, "rationale": chains}}
+
+
+# relations whose object is a person: their sub-question asks "Who is ...", others "What is ..."
+PERSON_RELATIONS = frozenset({"father", "mother", "spouse", "child", "sibling", "director",
+                              "composer", "performer", "producer", "editor", "creator", "author"})
+
+
+def with_rationale(task: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The task with a rationale: its own (a generated world's), else one built from MuSiQue's
+    decomposition or 2WikiMultihopQA's evidences; None when it has none that can be played."""
+    if chains_of(task):
+        return dict(task)
+    return from_decomposition(task) or from_evidences(task)
+
+
+def _sentences(text: str) -> list[str]:
+    """The text's sentences: split after . ! ? before a capital, digit or quote, except after
+    an initial or a common abbreviation ("Mr.", "St.", "J.")."""
+    # a regex splitter, not a library's (NLTK's punkt would be a large dependency for this):
+    # paragraphs here are clean encyclopaedia prose, and a sentence cut at an abbreviation
+    # the list lacks only shortens the fact, which is still checked to hold the answer
+    out: list[str] = []
+    for part in _SENTENCE_END.split(text):
+        if out and _ABBREVIATION.search(out[-1]):
+            out[-1] = f"{out[-1]} {part}"
+        else:
+            out.append(part)
+    return out
+
+
+_ABBREVIATION = re.compile(r"(?:^|\s)(?:[A-Z]|Mr|Mrs|Ms|Dr|St|Jr|Sr|Mt|No|vs|Inc|Co|Ltd|Gen|Col|"
+                           r"Capt|Lt|Sgt|Rev|Prof|U\.S|U\.K)\.$")
+
+
 def _question(text: str) -> str:
     """A decomposition step as a question: MuSiQue's `entity >> relation` form becomes
     "What is the relation of entity?"; the first letter upper-case, one question mark."""
@@ -115,10 +191,8 @@ def _fact(text: str, answer: str) -> str | None:
     """The first sentence of `text` that holds `answer` (normalised), cut to `FACT_WORDS`
     words (from its start, or ending just past the answer), without its closing stop; None
     if no sentence holds it."""
-    # a regex splitter, not a library's: paragraphs here are clean encyclopaedia prose, and
-    # a sentence cut at an abbreviation only shortens the fact, which is still checked below
     want = normalize_answer(answer)
-    for sentence in _SENTENCE_END.split(text):
+    for sentence in _sentences(text):
         if want and want in normalize_answer(sentence):
             words = sentence.split()
             if len(words) > FACT_WORDS:
@@ -207,4 +281,5 @@ def demonstrations(tasks: Iterable[Mapping[str, Any]], *, knowledge: Any = None,
             if r.trajectory is not None and rewards.exact_match(r.trajectory) == 1.0]
 
 
-__all__ = ["ChainTeacher", "chains_of", "demonstrations", "from_decomposition"]
+__all__ = ["ChainTeacher", "chains_of", "demonstrations", "from_decomposition", "from_evidences",
+           "with_rationale"]
