@@ -22,7 +22,7 @@ an interrupted run (finished stages and evaluations are kept under $SLEUTH_HOME/
 Usage: python benchmarks/learning.py [--stages chains,grpo] [--minutes chains=25,grpo=35]
        [--limit N] [--ship] [--run-dir DIR] [--prompt writer=writer_reasoned] [--balance-roles]
        [--lora-r R] [--lora-layers N] [--engine ct2-int8] [--rollouts-per-step 16]
-       [--before-from benchmarks/results/learning.json] [--chain-tasks ../shared/data/musique_dev.jsonl]
+       [--before-from benchmarks/results/learning.json] [--chain-tasks ../shared/data/musique_dev.jsonl ...]
 """
 
 from __future__ import annotations
@@ -96,9 +96,10 @@ def main() -> None:
                     help="LoRA on the top N decoder layers only (faster updates).")
     ap.add_argument("--rollouts-per-step", type=int, default=None,
                     help="GRPO: rollouts sampled per step (tasks x 4 generations; default 8).")
-    ap.add_argument("--chain-tasks", type=Path, default=None, metavar="TASKS_JSONL",
-                    help="Real tasks with decompositions demonstrated in the chains stage beside "
-                    "the generated ones, e.g. ../shared/data/musique_dev.jsonl (never a held-out set).")
+    ap.add_argument("--chain-tasks", type=Path, action="append", default=[], metavar="TASKS_JSONL",
+                    help="Real tasks with a decomposition or evidence triples, demonstrated in the "
+                    "chains stage beside the generated ones, e.g. ../shared/data/musique_dev.jsonl "
+                    "(repeatable; never a held-out set).")
     ap.add_argument("--before-from", type=Path, default=None, metavar="RESULTS_JSON",
                     help="Take the untrained policy's rows and the title baseline from an earlier "
                     "results file of this benchmark (same protocol and tasks, checked) instead "
@@ -117,8 +118,8 @@ def main() -> None:
                                   (kv.split("=") for kv in args.minutes.split(","))},
                          prompts=role_prompts(args.prompt), balance_roles=args.balance_roles,
                          lora_r=args.lora_r, lora_layers=args.lora_layers,
-                         chain_extra_tasks=read_tasks(args.chain_tasks) if args.chain_tasks else [])
-    if args.chain_tasks and args.chain_tasks.resolve() == (DATA / "hotpotqa_dev.jsonl").resolve():
+                         chain_extra_tasks=[t for f in args.chain_tasks for t in read_tasks(f)])
+    if any(f.resolve() == (DATA / "hotpotqa_dev.jsonl").resolve() for f in args.chain_tasks):
         raise SystemExit("--chain-tasks: HotpotQA development questions are held out here")
     cfg.grpo["rollout_engine"] = args.engine
     if args.rollouts_per_step:
@@ -133,7 +134,7 @@ def main() -> None:
     final_dir = Path(cfg.output_dir) / final
     data = _results(before, title, stages, records, cfg)
     if args.chain_tasks:
-        data["protocol"]["chain_tasks"] = args.chain_tasks.name
+        data["protocol"]["chain_tasks"] = [f.name for f in args.chain_tasks]
     if args.before_from:
         data["protocol"]["before_from"] = str(args.before_from.resolve().relative_to(ROOT))
     data["prompt_examples"] = needs_examples(f"hf:{final_dir}", tasks["world"][:100],

@@ -352,10 +352,10 @@ def pipeline_command(
         help="Chains: train every role as often as the commonest.")] = False,
     engine: Annotated[str, typer.Option(
         help="What samples the GRPO stage's rollouts: transformers or ct2-int8.")] = "transformers",
-    chain_tasks: Annotated[Path | None, typer.Option(
-        "--chain-tasks", help="A task file (JSONL) of real questions with their documents and a "
-        "rationale or a MuSiQue-style question_decomposition in meta: demonstrated in the chains "
-        "stage beside the generated tasks.")] = None,
+    chain_tasks: Annotated[list[Path] | None, typer.Option(
+        "--chain-tasks", help="A task file (JSONL) of real questions with their documents and, in "
+        "meta, a rationale, a MuSiQue question_decomposition or 2Wiki evidences: demonstrated in "
+        "the chains stage beside the generated tasks (repeatable).")] = None,
 ) -> None:
     """The staged recipe: SFT on rationale chains, (CML, rejection sampling,) GRPO on a curriculum."""
     from tools.documents import read_tasks
@@ -366,7 +366,7 @@ def pipeline_command(
                          minutes=_minutes(minutes), lora_r=lora_r, lora_layers=lora_layers,
                          prompt_examples=prompt_examples, seed=seed,
                          prompts=role_prompts(prompt or []), balance_roles=balance_roles,
-                         chain_extra_tasks=read_tasks(chain_tasks) if chain_tasks else [])
+                         chain_extra_tasks=[t for f in chain_tasks or [] for t in read_tasks(f)])
     cfg.grpo["rollout_engine"] = _local_engine(engine)
     records = run_pipeline(cfg, log=lambda line: err.print(line, highlight=False, markup=False))
     last = list(records)[-1]
