@@ -23,6 +23,7 @@ Usage: python benchmarks/learning.py [--stages chains,grpo] [--minutes chains=25
        [--limit N] [--ship] [--run-dir DIR] [--prompt writer=writer_reasoned] [--balance-roles]
        [--lora-r R] [--lora-layers N] [--engine ct2-int8] [--rollouts-per-step 16]
        [--before-from benchmarks/results/learning.json] [--chain-tasks ../shared/data/musique_dev.jsonl ...]
+       [--reward grounded]
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ def main() -> None:
                     help="Real tasks with a decomposition or evidence triples, demonstrated in the "
                     "chains stage beside the generated ones, e.g. ../shared/data/musique_dev.jsonl "
                     "(repeatable; never a held-out set).")
+    ap.add_argument("--reward", default="default", choices=["default", "grounded"],
+                    help="The GRPO stage's reward mix (training.rewards.mix).")
     ap.add_argument("--before-from", type=Path, default=None, metavar="RESULTS_JSON",
                     help="Take the untrained policy's rows and the title baseline from an earlier "
                     "results file of this benchmark (same protocol and tasks, checked) instead "
@@ -118,7 +121,8 @@ def main() -> None:
                                   (kv.split("=") for kv in args.minutes.split(","))},
                          prompts=role_prompts(args.prompt), balance_roles=args.balance_roles,
                          lora_r=args.lora_r, lora_layers=args.lora_layers,
-                         chain_extra_tasks=[t for f in args.chain_tasks for t in read_tasks(f)])
+                         chain_extra_tasks=[t for f in args.chain_tasks for t in read_tasks(f)],
+                         reward=args.reward)
     if any(f.resolve() == (DATA / "hotpotqa_dev.jsonl").resolve() for f in args.chain_tasks):
         raise SystemExit("--chain-tasks: HotpotQA development questions are held out here")
     cfg.grpo["rollout_engine"] = args.engine
@@ -193,7 +197,7 @@ def _results(before: dict, title_rows: list[dict], stages: dict, records: dict,
             "protocol": {"eval": EVAL.model_dump(mode="json"), "lora_r": cfg.lora_r,
                          "minutes": cfg.minutes, "first_training_seed": cfg.first_seed,
                          "prompts": cfg.prompts, "balance_roles": cfg.balance_roles,
-                         "lora_layers": cfg.lora_layers,
+                         "lora_layers": cfg.lora_layers, "reward": cfg.reward,
                          "grpo": {k: v for k, v in cfg.grpo.items() if k != "save_steps"}},
             "before": before, "hotpotqa_retrieval_title": {
                 "summary": summary(title_rows), "per_task": title_rows},

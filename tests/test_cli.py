@@ -133,6 +133,7 @@ def test_pipeline_prompt_options_are_checked_before_training(sleuth_in_process, 
     (tmp_path / "bad.jsonl").write_text('{"id": "q1"}\n')
     for option, message in ((("--prompt", "writer"), "--prompt takes ROLE=PROMPT"),
                             (("--chain-tasks", str(tmp_path / "none.jsonl")), "none.jsonl: No such file"),
+                            (("--reward", "strict"), "unknown reward mix 'strict'"),
                             (("--chain-tasks", str(tmp_path / "bad.jsonl")),
                              "bad.jsonl:1: a task needs a 'question' string"),
                             (("--prompt", "critic=writer_reasoned"), "unknown role 'critic'"),

@@ -248,3 +248,25 @@ def test_tool_output_in_a_later_prompt_carries_no_trainable_token(tiny_model, sm
         assert sum(r["completion_mask"]) == len(s.completion_ids) == len(r["old_logprobs"])
         assert r["completion_mask"] == loss_mask(s)
         assert all(lab == -100 for lab, m in zip(r["labels"], r["completion_mask"], strict=True) if not m)
+
+
+def test_the_grounded_mix_pays_a_right_answer_only_for_the_evidence_behind_it():
+    mix = rewards.mix("grounded")
+    guessed = traj("Varo", [])  # right, nothing searched: a comparison's coin flip
+    half = traj("Varo", [search("g1")])
+    full = traj("Varo", [search("g1", "g2")])
+    assert mix.scores(guessed, GOLD)["grounded_exact_match"] == 0.0
+    assert mix.scores(half, GOLD)["grounded_f1"] == pytest.approx(0.5)
+    assert mix(guessed, GOLD) < mix(half, GOLD) < mix(full, GOLD)
+    # under the default mix the guess earns the full correctness reward
+    assert rewards.default()(guessed, GOLD) - mix(guessed, GOLD) == pytest.approx(1.5)
+    # a wrong run earns the same under both; so does a right one that read all the gold
+    wrong = traj("Oslo", [search("g1", "g2")])
+    assert mix(wrong, GOLD) == pytest.approx(rewards.default()(wrong, GOLD))
+    assert mix(full, GOLD) == pytest.approx(rewards.default()(full, GOLD))
+    # without gold documents (a task file without gold flags) correctness is paid as it is
+    no_docs = Gold(answer="Varo")
+    assert mix(guessed, no_docs) == pytest.approx(rewards.default()(guessed, no_docs))
+    assert set(mix.weights) - set(rewards.default().weights) == {"grounded_f1", "grounded_exact_match"}
+    with pytest.raises(ValueError, match="unknown reward mix 'strict': the mixes are default, grounded"):
+        rewards.mix("strict")

@@ -352,6 +352,9 @@ def pipeline_command(
         help="Chains: train every role as often as the commonest.")] = False,
     engine: Annotated[str, typer.Option(
         help="What samples the GRPO stage's rollouts: transformers or ct2-int8.")] = "transformers",
+    reward: Annotated[str, typer.Option(
+        help="The GRPO stage's reward mix: default, or grounded (correctness paid in proportion "
+        "to the gold evidence retrieved).")] = "default",
     chain_tasks: Annotated[list[Path] | None, typer.Option(
         "--chain-tasks", help="A task file (JSONL) of real questions with their documents and, in "
         "meta, a rationale, a MuSiQue question_decomposition or 2Wiki evidences: demonstrated in "
@@ -366,7 +369,8 @@ def pipeline_command(
                          minutes=_minutes(minutes), lora_r=lora_r, lora_layers=lora_layers,
                          prompt_examples=prompt_examples, seed=seed,
                          prompts=role_prompts(prompt or []), balance_roles=balance_roles,
-                         chain_extra_tasks=[t for f in chain_tasks or [] for t in read_tasks(f)])
+                         chain_extra_tasks=[t for f in chain_tasks or [] for t in read_tasks(f)],
+                         reward=reward)
     cfg.grpo["rollout_engine"] = _local_engine(engine)
     records = run_pipeline(cfg, log=lambda line: err.print(line, highlight=False, markup=False))
     last = list(records)[-1]

@@ -78,8 +78,10 @@ class PipelineConfig:
         "learning_rate": 1e-4, "temperature": 0.7, "num_generations": 4,
         "per_device_train_batch_size": 8, "max_steps": 200, "save_steps": 2})
     seed: int = 0
+    reward: str = "default"  # the GRPO stage's reward mix (`training.rewards.mix`): or "grounded"
 
     def __post_init__(self) -> None:
+        rewards.mix(self.reward)  # an unknown mix fails now, not after a stage
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown:
             raise ValueError(f"unknown stages {unknown}: the stages are {', '.join(STAGES)}")
@@ -235,7 +237,7 @@ def _grpo(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -> 
     curriculum = Curriculum(first_seed=cfg.first_seed + 200_000, seed=cfg.seed)
     args = grpo_config(folder, lora=True, seed=cfg.seed, **cfg.grpo)
     trainer = ResearchGRPOTrainer(
-        chat, rewards.default(), args, train_dataset=curriculum,
+        chat, rewards.mix(cfg.reward), args, train_dataset=curriculum,
         research=cfg.research.model_copy(update={"prompt_examples": None}),
         time_budget_s=60 * cfg.minutes.get("grpo", 0),
         on_step=lambda r: log(f"grpo step {r['step']}: reward {r['reward/reward']:.3f} "
