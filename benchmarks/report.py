@@ -165,8 +165,11 @@ KEPT_RUNS = {
     "learning_reasoned": "the reasoned-writer run (facts first, roles balanced)",
     "learning_top10": "the top-10-layer run (default prompts, 561 chains steps)",
     "learning_rboth": "the run with both reasoned prompts (planner and writer) and the int8 engine",
-    "learning_rplanner": "the earlier shipped run (same warm start, GRPO with the old search_cost)",
-    "learning_rplanner_all": "the chains-only run with the adapter on every layer",
+    "learning_rplanner": "the shipped run before last (GRPO with the old search_cost)",
+    "learning_rplanner_all": "the first chains-only run with the adapter on every layer",
+    "learning_rwasted": "the previous shipped run (top-10-layer adapter, GRPO with the "
+                        "wasted-search charge)",
+    "learning_rall_grpo": "the all-layer run whose GRPO stage stopped searching",
 }
 
 
