@@ -42,6 +42,7 @@ from tools.documents import read_tasks
 from tools.paths import sleuth_home
 from training.grpo import plot_curves
 from training.pipeline import PipelineConfig, role_prompts, run_pipeline
+from training.rewards import MIXES
 
 BASE = "local:smollm2"
 ADAPTER = ROOT / "agents" / "adapters" / "smollm2-sleuth"
@@ -101,13 +102,15 @@ def main() -> None:
                     help="Real tasks with a decomposition or evidence triples, demonstrated in the "
                     "chains stage beside the generated ones, e.g. ../shared/data/musique_dev.jsonl "
                     "(repeatable; never a held-out set).")
-    ap.add_argument("--reward", default="default", choices=["default", "grounded"],
+    ap.add_argument("--reward", default="default", choices=list(MIXES),
                     help="The GRPO stage's reward mix (training.rewards.mix).")
     ap.add_argument("--before-from", type=Path, default=None, metavar="RESULTS_JSON",
                     help="Take the untrained policy's rows and the title baseline from an earlier "
                     "results file of this benchmark (same protocol and tasks, checked) instead "
                     "of evaluating them again.")
     args = ap.parse_args()
+    if any(f.resolve() == (DATA / "hotpotqa_dev.jsonl").resolve() for f in args.chain_tasks):
+        raise SystemExit("--chain-tasks: HotpotQA development questions are held out here")
     tasks = suites(args.limit)
     if args.before_from:
         before, title = earlier_before(args.before_from, tasks)
@@ -123,8 +126,6 @@ def main() -> None:
                          lora_r=args.lora_r, lora_layers=args.lora_layers,
                          chain_extra_tasks=[t for f in args.chain_tasks for t in read_tasks(f)],
                          reward=args.reward)
-    if any(f.resolve() == (DATA / "hotpotqa_dev.jsonl").resolve() for f in args.chain_tasks):
-        raise SystemExit("--chain-tasks: HotpotQA development questions are held out here")
     cfg.grpo["rollout_engine"] = args.engine
     if args.rollouts_per_step:
         cfg.grpo["per_device_train_batch_size"] = args.rollouts_per_step

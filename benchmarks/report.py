@@ -170,6 +170,7 @@ KEPT_RUNS = {
     "learning_rwasted": "the previous shipped run (top-10-layer adapter, GRPO with the "
                         "wasted-search charge)",
     "learning_rall_grpo": "the all-layer run whose GRPO stage stopped searching",
+    "learning_rall_grounded": "the same GRPO stage under the grounded reward mix",
 }
 
 

@@ -318,4 +318,3 @@ def musique_task() -> dict:
                  "paragraph_support_idx": 0},
                 {"id": 2, "question": "who was #1 married to", "answer": "Miriam Cooper",
                  "paragraph_support_idx": 1}]}}
-

@@ -166,14 +166,12 @@ def _chains(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -
     for rows in extra.values():  # each source searched in a knowledge base of its own documents
         extra_demos += demonstrations(rows, knowledge=cached_kb(corpus_of(rows)), config=config,
                                       prompts=chat.prompts)
+    record = {"tasks": len(tasks), "demonstrations": len(demos)}
     if cfg.chain_extra_tasks:
         n = sum(len(rows) for rows in extra.values())
         log(f"chains: {len(extra_demos)} right demonstrations of {n} real tasks with a chain "
             f"({len(cfg.chain_extra_tasks) - n} of {len(cfg.chain_extra_tasks)} had none)")
-    record = {"tasks": len(tasks), "demonstrations": len(demos)}
-    if cfg.chain_extra_tasks:
-        record.update(extra_tasks=len(cfg.chain_extra_tasks),
-                      extra_chains=sum(len(rows) for rows in extra.values()),
+        record.update(extra_tasks=len(cfg.chain_extra_tasks), extra_chains=n,
                       extra_demonstrations=len(extra_demos))
     demos += extra_demos
     stats = train_sft(demos, model=chat, reward=rewards.exact_match, min_reward=1.0,

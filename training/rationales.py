@@ -95,8 +95,7 @@ def from_decomposition(task: Mapping[str, Any]) -> dict[str, Any] | None:
             return None
         sub = _question(_EARLIER.sub(lambda m: hops[int(m.group(1)) - 1]["answer"],
                                      str(step["question"])))
-        hops.append({"sub_question": sub, "query": sub.rstrip("?"), "answer": answer,
-                     "fact": fact, "doc_id": str(doc["doc_id"]), "title": title})
+        hops.append(_hop(sub, sub.rstrip("?"), answer, fact, doc))
     if normalize_answer(hops[-1]["answer"]) != normalize_answer(str(task.get("answer", ""))):
         return None
     return {**task, "meta": {**meta, "rationale": [hops]}}
@@ -129,9 +128,7 @@ def from_evidences(task: Mapping[str, Any]) -> dict[str, Any] | None:
             if fact is None or ": " in subject:
                 return None
             sub = f"{'Who' if relation in PERSON_RELATIONS else 'What'} is the {relation} of {subject}?"
-            chain.append({"sub_question": sub, "query": f"{subject} {relation}", "answer": obj,
-                          "fact": fact, "doc_id": str(pages[0]["doc_id"]),
-                          "title": str(pages[0]["title"])})
+            chain.append(_hop(sub, f"{subject} {relation}", obj, fact, pages[0]))
             used += 1
             link = next((t for t in triples if _key(t[0]) == _key(obj)), None)
             if used > len(triples):  # a cycle
@@ -156,6 +153,13 @@ def with_rationale(task: Mapping[str, Any]) -> dict[str, Any] | None:
     if chains_of(task):
         return dict(task)
     return from_decomposition(task) or from_evidences(task)
+
+
+def _hop(sub_question: str, query: str, answer: str, fact: str,
+         page: Mapping[str, Any]) -> dict[str, str]:
+    """One hop of a rationale, read on `page` (the fields a generated world's hops carry)."""
+    return {"sub_question": sub_question, "query": query, "answer": answer, "fact": fact,
+            "doc_id": str(page["doc_id"]), "title": str(page.get("title", ""))}
 
 
 def _sentences(text: str) -> list[str]:

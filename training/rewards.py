@@ -362,7 +362,7 @@ def grounded() -> Reward:
 
     A comparison question has two candidate answers, so a policy that stops searching still
     answers half of them right: under `default()` a GRPO run from a warm start learned exactly
-    that (searches per rollout fell to 0 within 40 steps, `benchmarks/results/learning*.json`).
+    that (searches per rollout fell to 0 within 41 steps, `benchmarks/results/learning_rall_grpo.json`).
     Here a right answer with no gold page retrieved earns no correctness reward, one with half
     of them half of it.
 
