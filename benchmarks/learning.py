@@ -41,7 +41,7 @@ from agents.models import read_policy_card
 from tools.documents import read_tasks
 from tools.paths import sleuth_home
 from training.grpo import plot_curves
-from training.pipeline import PipelineConfig, role_prompts, run_pipeline
+from training.pipeline import PipelineConfig, grpo_settings, role_prompts, run_pipeline
 from training.rewards import MIXES
 
 BASE = "local:smollm2"
@@ -104,6 +104,12 @@ def main() -> None:
                     "(repeatable; never a held-out set).")
     ap.add_argument("--reward", default="default", choices=list(MIXES),
                     help="The GRPO stage's reward mix (training.rewards.mix).")
+    ap.add_argument("--grpo", action="append", default=[], metavar="KEY=VALUE",
+                    help="A GRPO stage setting by its GRPOConfig name, e.g. learning_rate=2e-5 "
+                    "or beta=0.04 (repeatable; training.pipeline.grpo_settings).")
+    ap.add_argument("--name", default="learning",
+                    help="Results file name: benchmarks/results/NAME.json and NAME_curves.png "
+                    "(another name keeps the shipped run's learning.json).")
     ap.add_argument("--before-from", type=Path, default=None, metavar="RESULTS_JSON",
                     help="Take the untrained policy's rows and the title baseline from an earlier "
                     "results file of this benchmark (same protocol and tasks, checked) instead "
@@ -111,6 +117,12 @@ def main() -> None:
     args = ap.parse_args()
     if any(f.resolve() == (DATA / "hotpotqa_dev.jsonl").resolve() for f in args.chain_tasks):
         raise SystemExit("--chain-tasks: HotpotQA development questions are held out here")
+    if args.ship and args.name != "learning":
+        raise SystemExit("--ship writes the shipped run's learning.json: leave --name out")
+    try:
+        grpo = grpo_settings(args.grpo)  # a wrong name fails now, not after the evaluations
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     tasks = suites(args.limit)
     if args.before_from:
         before, title = earlier_before(args.before_from, tasks)
@@ -126,7 +138,7 @@ def main() -> None:
                          lora_r=args.lora_r, lora_layers=args.lora_layers,
                          chain_extra_tasks=[t for f in args.chain_tasks for t in read_tasks(f)],
                          reward=args.reward)
-    cfg.grpo["rollout_engine"] = args.engine
+    cfg.grpo.update(rollout_engine=args.engine, **grpo)
     if args.rollouts_per_step:
         cfg.grpo["per_device_train_batch_size"] = args.rollouts_per_step
     records = run_pipeline(cfg, log=console.print)
@@ -146,13 +158,13 @@ def main() -> None:
                                              final_dir / "adapter",
                                              stages[final]["world"]["per_task"])
     if "grpo" in records and (final_dir / "metrics.jsonl").exists():
-        data["stages"]["grpo"]["curve"] = _curves(final_dir)
+        data["stages"]["grpo"]["curve"] = _curves(final_dir, args.name)
     shipped = args.ship and data["summary"]["world_goal_met"]
     if shipped:
         _ship(final_dir)
     data["summary"]["checkpoint"] = ("local:smollm2-sleuth" if shipped
                                      else f"hf:$SLEUTH_HOME/{args.run_dir}/{final} (not shipped)")
-    path = write("learning", data)
+    path = write(args.name, data)
     console.print(data["summary"])
     console.print(f"wrote {path.relative_to(ROOT)}")
 
@@ -199,6 +211,7 @@ def _results(before: dict, title_rows: list[dict], stages: dict, records: dict,
                          "minutes": cfg.minutes, "first_training_seed": cfg.first_seed,
                          "prompts": cfg.prompts, "balance_roles": cfg.balance_roles,
                          "lora_layers": cfg.lora_layers, "reward": cfg.reward,
+                         "balance_kinds": cfg.balance_kinds,
                          "grpo": {k: v for k, v in cfg.grpo.items() if k != "save_steps"}},
             "before": before, "hotpotqa_retrieval_title": {
                 "summary": summary(title_rows), "per_task": title_rows},
@@ -214,11 +227,11 @@ CURVE_KEYS = ("step", "em", "reward/reward", "searches", "searches_after_miss",
               "reward/search_cost", "reward/persistence", "groups_informative", "step_s")
 
 
-def _curves(folder: Path) -> list[dict]:
+def _curves(folder: Path, name: str) -> list[dict]:
     """Plot the GRPO stage's per-step metrics; the main ones per step, for the JSON."""
     history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     if history:
-        plot_curves(history, ROOT / "benchmarks" / "results" / "learning_curves.png")
+        plot_curves(history, ROOT / "benchmarks" / "results" / f"{name}_curves.png")
     return [{k: row[k] for k in CURVE_KEYS if k in row} for row in history]
 
 

@@ -213,6 +213,21 @@ def test_grpo_draws_fresh_tasks_from_a_curriculum(toy_policy, tmp_path):
     assert saved["sampler"]["next_seed"] == curriculum.next_seed > 900_000
 
 
+def test_the_curriculum_draws_every_kind_equally_often_and_weights_levels_within_a_kind():
+    """Success targeting alone draws the kind the policy already solves; balanced kinds keep
+    half of each step on bridges even when every bridge so far failed."""
+    def curriculum(**kw):
+        c = Curriculum(first_seed=910_000, world_tasks=8, seed=3, **kw,
+                       levels=(Level(2, "bridge", 2, 0.0), Level(3, "bridge", 2, 0.0),
+                               Level(2, "comparison", 2, 0.0)))
+        for level, right in zip(c.levels, (0, 0, 25), strict=True):
+            c.tallies[level].runs, c.tallies[level].right = 50, right
+        return [t["type"] for t in c.sample(20)]
+
+    assert curriculum().count("bridge") == 10
+    assert curriculum(balance_kinds=False).count("comparison") >= 15
+
+
 def test_grpo_evaluates_held_out_tasks_every_step_and_logs_eval_rows(toy_policy, small_world,
                                                                     toy_kb, tmp_path):
     """eval_strategy="steps" (TrainingArguments' names): greedy runs of the held-out tasks

@@ -359,11 +359,18 @@ def pipeline_command(
         "--chain-tasks", help="A task file (JSONL) of real questions with their documents and, in "
         "meta, a rationale, a MuSiQue question_decomposition or 2Wiki evidences: demonstrated in "
         "the chains stage beside the generated tasks (repeatable).")] = None,
+    grpo: Annotated[list[str] | None, typer.Option(
+        "--grpo", help="KEY=VALUE: a GRPO stage setting by its GRPOConfig name, e.g. "
+        "learning_rate=2e-5 or beta=0.04 (repeatable).")] = None,
 ) -> None:
     """The staged recipe: SFT on rationale chains, (CML, rejection sampling,) GRPO on a curriculum."""
     from tools.documents import read_tasks
-    from training.pipeline import PipelineConfig, role_prompts, run_pipeline
+    from training.pipeline import PipelineConfig, grpo_settings, role_prompts, run_pipeline
 
+    try:
+        settings = grpo_settings(grpo or [])
+    except ValueError as e:
+        _fail(str(e))
     cfg = PipelineConfig(output_dir=str(output), model=model,
                          stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
                          minutes=_minutes(minutes), lora_r=lora_r, lora_layers=lora_layers,
@@ -371,7 +378,7 @@ def pipeline_command(
                          prompts=role_prompts(prompt or []), balance_roles=balance_roles,
                          chain_extra_tasks=[t for f in chain_tasks or [] for t in read_tasks(f)],
                          reward=reward)
-    cfg.grpo["rollout_engine"] = _local_engine(engine)
+    cfg.grpo.update(rollout_engine=_local_engine(engine), **settings)
     records = run_pipeline(cfg, log=lambda line: err.print(line, highlight=False, markup=False))
     last = list(records)[-1]
     err.print(f"trained policy in {output / last} (use --model hf:{output / last}); stage "

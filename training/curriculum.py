@@ -6,7 +6,11 @@ fails (or always solves) gives every rollout the same correctness and no signal.
 `Curriculum` keeps a success estimate per difficulty level (chain length, bridge or
 comparison, distractor pages, paraphrased wording) and draws levels with weight
 p·(1 − p) — highest where the group success rate is strictly between 0 and 1 — from a
-Beta(1, 1) posterior, so unvisited levels get tried. Tasks are never reused: each level
+Beta(1, 1) posterior, so unvisited levels get tried. With `balance_kinds` (the default) a
+step's tasks are split evenly between the kinds (bridge, comparison) first and the levels
+weighted within each kind: weighting alone drew comparisons only once bridges failed, and a
+policy trained on comparisons alone learned to stop after one search round, which broke
+bridges (`benchmarks/results/learning_rall_grpo.json`). Tasks are never reused: each level
 generates a new world (the next seed from `first_seed` on) when its tasks run out, so
 there is no fixed training set to memorise. Keep those seeds clear of every held-out
 world's seed.
@@ -60,6 +64,7 @@ class Curriculum:
     levels: Sequence[Level] = DEFAULT_LEVELS
     world_tasks: int = 24
     seed: int = 0
+    balance_kinds: bool = True  # every kind equally often; levels weighted within a kind
     tallies: dict[Level, _Tally] = field(default_factory=dict)
     _pending: dict[Level, list[dict[str, Any]]] = field(default_factory=dict)
     _rng: random.Random = field(init=False)
@@ -92,8 +97,16 @@ class Curriculum:
         return {**task, "meta": {**task.get("meta", {}), "level": level.name}}
 
     def sample(self, n: int) -> list[dict[str, Any]]:
-        """n fresh tasks, their levels drawn by weight."""
-        levels = self._rng.choices(list(self.levels), [self.weight(lv) for lv in self.levels], k=n)
+        """n fresh tasks, their levels drawn by weight (within each kind, the kinds in turn,
+        with `balance_kinds`)."""
+        if not self.balance_kinds:
+            pools = [list(self.levels)] * n
+        else:
+            kinds = sorted({lv.kind for lv in self.levels})
+            start = self._rng.randrange(len(kinds))  # which kind an odd task goes to
+            pools = [[lv for lv in self.levels if lv.kind == kinds[(start + i) % len(kinds)]]
+                     for i in range(n)]
+        levels = [self._rng.choices(pool, [self.weight(lv) for lv in pool])[0] for pool in pools]
         return [self.draw(level) for level in levels]
 
     def update(self, task: dict[str, Any], outcomes: Sequence[float]) -> None:

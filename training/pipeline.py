@@ -39,7 +39,7 @@ from tools.corpora import cached_kb, corpus_of
 from training import rewards
 from training.cml import train_cml
 from training.curriculum import Curriculum
-from training.grpo import ResearchGRPOTrainer, grpo_config
+from training.grpo import ResearchGRPOConfig, ResearchGRPOTrainer, grpo_config
 from training.policy import load_policy, lora_config, restore_weights, top_layers
 from training.rationales import demonstrations, with_rationale
 from training.sft import train_sft
@@ -79,9 +79,11 @@ class PipelineConfig:
         "per_device_train_batch_size": 8, "max_steps": 200, "save_steps": 2})
     seed: int = 0
     reward: str = "default"  # the GRPO stage's reward mix (`training.rewards.mix`): or "grounded"
+    balance_kinds: bool = True  # GRPO's curriculum: bridges and comparisons equally often
 
     def __post_init__(self) -> None:
         rewards.mix(self.reward)  # an unknown mix fails now, not after a stage
+        _check_grpo_names(self.grpo)
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown:
             raise ValueError(f"unknown stages {unknown}: the stages are {', '.join(STAGES)}")
@@ -89,6 +91,30 @@ class PipelineConfig:
             if role not in ROLES:
                 raise ValueError(f"prompts: unknown role {role!r}; the roles are {', '.join(ROLES)}")
             load_template(prompt)
+
+
+def grpo_settings(pairs: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` pairs naming `ResearchGRPOConfig` fields (TRL's `GRPOConfig` names, e.g.
+    learning_rate=2e-5 or beta=0.04) as a dict for `PipelineConfig.grpo`; values parsed as JSON
+    where they are JSON (numbers, true/false), else kept as text."""
+    if any("=" not in p for p in pairs):
+        raise ValueError(f"--grpo takes KEY=VALUE, e.g. learning_rate=2e-5, not {pairs!r}")
+    settings: dict[str, Any] = {}
+    for key, text in (p.split("=", 1) for p in pairs):
+        try:
+            settings[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            settings[key.strip()] = text
+    _check_grpo_names(settings)
+    return settings
+
+
+def _check_grpo_names(settings: dict[str, Any]) -> None:
+    known = {f.name for f in fields(ResearchGRPOConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"grpo: {', '.join(unknown)} not a GRPO setting (ResearchGRPOConfig, "
+                         "TRL's GRPOConfig names, e.g. learning_rate, beta, temperature)")
 
 
 def role_prompts(pairs: list[str]) -> dict[str, str]:
@@ -232,7 +258,8 @@ def _rft(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -> d
 
 def _grpo(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -> dict[str, Any]:
     """GRPO over a curriculum of fresh tasks, continuing the adapter."""
-    curriculum = Curriculum(first_seed=cfg.first_seed + 200_000, seed=cfg.seed)
+    curriculum = Curriculum(first_seed=cfg.first_seed + 200_000, seed=cfg.seed,
+                            balance_kinds=cfg.balance_kinds)
     args = grpo_config(folder, lora=True, seed=cfg.seed, **cfg.grpo)
     trainer = ResearchGRPOTrainer(
         chat, rewards.mix(cfg.reward), args, train_dataset=curriculum,
@@ -257,4 +284,4 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
     return round(sum(r[key] for r in rows) / len(rows), 4) if rows else None
 
 
-__all__ = ["STAGES", "PipelineConfig", "role_prompts", "run_pipeline"]
+__all__ = ["STAGES", "PipelineConfig", "grpo_settings", "role_prompts", "run_pipeline"]
