@@ -10,7 +10,7 @@ import torch
 
 from agents import load_chat_model
 from graph import ResearchConfig
-from training.pipeline import PipelineConfig, run_pipeline
+from training.pipeline import PipelineConfig, grpo_settings, run_pipeline
 
 
 @pytest.mark.slow
@@ -57,6 +57,20 @@ def test_pipeline_runs_its_stages_on_one_adapter_and_resumes(make_tiny_policy, t
     # a second run finds every stage done: nothing is trained again
     again = run_pipeline(cfg, log=logs.append)
     assert again == records and sum("done earlier" in line for line in logs) == 3
+
+
+def test_grpo_settings_take_grpo_config_names_and_refuse_others(tmp_path):
+    """`--grpo KEY=VALUE`: values parsed as JSON where they are JSON; a name GRPOConfig does
+    not have fails before any stage runs, from the command line or the config alike."""
+    assert grpo_settings(["learning_rate=2e-5", "beta=0.04", "dynamic_sampling=false",
+                          "loss_type=dr_grpo"]) == {
+        "learning_rate": 2e-5, "beta": 0.04, "dynamic_sampling": False, "loss_type": "dr_grpo"}
+    with pytest.raises(ValueError, match="lr not a GRPO setting"):
+        grpo_settings(["lr=2e-5"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        grpo_settings(["learning_rate"])
+    with pytest.raises(ValueError, match="betta not a GRPO setting"):
+        PipelineConfig(output_dir=str(tmp_path), grpo={"betta": 0.1})
 
 
 def _adapter_state(folder) -> dict[str, torch.Tensor]:
