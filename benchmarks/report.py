@@ -167,10 +167,11 @@ KEPT_RUNS = {
     "learning_rboth": "the run with both reasoned prompts (planner and writer) and the int8 engine",
     "learning_rplanner": "the shipped run before last (GRPO with the old search_cost)",
     "learning_rplanner_all": "the first chains-only run with the adapter on every layer",
-    "learning_rwasted": "the previous shipped run (top-10-layer adapter, GRPO with the "
+    "learning_rwasted": "an earlier shipped run (top-10-layer adapter, GRPO with the "
                         "wasted-search charge)",
     "learning_rall_grpo": "the all-layer run whose GRPO stage stopped searching",
     "learning_rall_grounded": "the same GRPO stage under the grounded reward mix",
+    "learning_rall_bal_lr1e4": "the shipped recipe's GRPO stage at learning rate 1e-4",
 }
 
 
