@@ -97,10 +97,8 @@ def grpo_settings(pairs: list[str]) -> dict[str, Any]:
     """`KEY=VALUE` pairs naming `ResearchGRPOConfig` fields (TRL's `GRPOConfig` names, e.g.
     learning_rate=2e-5 or beta=0.04) as a dict for `PipelineConfig.grpo`; values parsed as JSON
     where they are JSON (numbers, true/false), else kept as text."""
-    if any("=" not in p for p in pairs):
-        raise ValueError(f"--grpo takes KEY=VALUE, e.g. learning_rate=2e-5, not {pairs!r}")
     settings: dict[str, Any] = {}
-    for key, text in (p.split("=", 1) for p in pairs):
+    for key, text in _pairs(pairs, "--grpo takes KEY=VALUE, e.g. learning_rate=2e-5"):
         try:
             settings[key.strip()] = json.loads(text)
         except json.JSONDecodeError:
@@ -119,9 +117,14 @@ def _check_grpo_names(settings: dict[str, Any]) -> None:
 
 def role_prompts(pairs: list[str]) -> dict[str, str]:
     """`ROLE=PROMPT` pairs (the command-line form of `PipelineConfig.prompts`) as a dict."""
+    return dict(_pairs(pairs, "--prompt takes ROLE=PROMPT, e.g. writer=writer_reasoned"))
+
+
+def _pairs(pairs: list[str], usage: str) -> list[tuple[str, str]]:
+    """`A=B` command-line pairs split at their first `=`; `usage` names the form when one lacks it."""
     if any("=" not in p for p in pairs):
-        raise ValueError(f"--prompt takes ROLE=PROMPT, e.g. writer=writer_reasoned, not {pairs!r}")
-    return dict(p.split("=", 1) for p in pairs)
+        raise ValueError(f"{usage}, not {pairs!r}")
+    return [(a, b) for a, b in (p.split("=", 1) for p in pairs)]
 
 
 Log = Callable[[str], None]
