@@ -3,8 +3,9 @@
 Alone, CTranslate2 decodes SmolLM2-135M in int8 several times faster than transformers in
 fp32 on this CPU (../shared/FEASIBILITY.md), and prefills about twice as fast. The engine
 converts the policy's weights (a LoRA adapter merged into a copy) to a CTranslate2 int8
-model in memory (`convert_in_memory`: nothing written but the int8 model), gathers
-concurrent requests for a few milliseconds and decodes them with `generate_batch` calls.
+model in memory (`convert_in_memory`: nothing written but the int8 model) and decodes
+requests with `generate_batch` calls, each planned when a decoding thread is free from the
+requests waiting then (so batches grow under load).
 After the trainer changes the weights, `weights_changed()` marks the model stale and the next
 batch converts and reloads it first (`sync_s` keeps each sync's seconds).
 
@@ -46,6 +47,8 @@ import numpy as np
 import torch
 
 from agents.decoding import GenerationOutput, GenerationRequest, eos_ids, hit_stop
+
+_Item = tuple[GenerationRequest, Future]  # a request and the future its caller waits on
 
 
 class CT2Sampler:
@@ -120,27 +123,45 @@ class CT2Sampler:
 
     # ------------------------------------------------------------------ the loop
 
-    def _take(self) -> list[tuple[GenerationRequest, Future]] | None:
-        """A first request (waiting for it), then those arriving within the window."""
-        first = self._queue.get()
-        if first is None:
-            return None
-        items = [first]
-        deadline = time.monotonic() + self.window_s
-        while len(items) < self.max_batch:
+    def _gather(self, block: bool) -> list[_Item] | None:
+        """The requests queued now (None once `close` was called). With `block`, wait for a
+        first one, then take those arriving within the window too."""
+        items: list[_Item] = []
+        if block:
+            first = self._queue.get()
+            if first is None:
+                return None
+            items.append(first)
+        deadline = time.monotonic() + (self.window_s if block else 0.0)
+        while True:
             try:
-                nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic())) if block \
+                    else self._queue.get_nowait()
             except queue.Empty:
-                break
+                return items
             if nxt is None:
-                self._queue.put(None)
-                break
+                self._queue.put(None)  # seen again by the next gather, once these are planned
+                return items
             items.append(nxt)
-        return items
 
     def _loop(self) -> None:
+        """Whenever a decoding thread is free, batch what is waiting then (`_next_batch`).
+        Requests that arrive while every thread decodes wait together, so under load the
+        batches grow, as a continuous batcher's do; planning each batch only when a thread
+        can take it keeps it from being fixed at its first request's arrival."""
+        slots = threading.BoundedSemaphore(self.parallel)
         running: set[Future] = set()
-        while (items := self._take()) is not None:
+        pending: list[_Item] = []
+        closing = False
+        while pending or not closing:
+            slots.acquire()  # a thread is free
+            if not closing:
+                got = self._gather(block=not pending)
+                closing = got is None
+                pending.extend(got or [])
+            if not pending:
+                slots.release()
+                continue
             if self._stale:  # convert once no batch decodes from the old model
                 wait(list(running))
                 try:
@@ -151,19 +172,31 @@ class CT2Sampler:
                     # every request fails with it until the weights change again
                     self._sync_error, self._stale = e, False
             if self._sync_error is not None:
-                for _, fut in items:
+                for _, fut in pending:
                     fut.set_exception(self._sync_error)
+                pending = []
+                slots.release()
                 continue
-            futures = {id(req): fut for req, fut in items}
-            for batch in plan_batches([req for req, _ in items], self.length_tolerance):
-                # CTranslate2 releases the GIL while it decodes: batches run in parallel, up
-                # to `parallel` at once (the generator's inter_threads)
-                job = self._pool.submit(self._run, batch, [futures[id(r)] for r in batch])
-                running.add(job)
-                job.add_done_callback(running.discard)
+            batch, pending = self._next_batch(pending)
+            # CTranslate2 releases the GIL while it decodes: batches run in parallel, up to
+            # `parallel` at once (the generator's inter_threads)
+            job = self._pool.submit(self._run, [r for r, _ in batch], [f for _, f in batch])
+            running.add(job)
+            job.add_done_callback(lambda j: (running.discard(j), slots.release()))
         wait(list(running))
         self._pool.shutdown()
         shutil.rmtree(self._folder, ignore_errors=True)
+
+    def _next_batch(self, pending: list[_Item]) -> tuple[list[_Item], list[_Item]]:
+        """The batch (`plan_batches`, at most `max_batch` requests) holding the oldest waiting
+        request, and the requests left waiting."""
+        oldest = pending[0][0]
+        band = next(b for b in plan_batches([r for r, _ in pending], self.length_tolerance)
+                    if any(r is oldest for r in b))
+        ids = {id(r) for r in band}
+        batch = [p for p in pending if id(p[0]) in ids][:self.max_batch]  # in arrival order
+        chosen = {id(r) for r, _ in batch}
+        return batch, [p for p in pending if id(p[0]) not in chosen]
 
     def _run(self, batch: list[GenerationRequest], futures: list[Future]) -> None:
         """Decode one batch and resolve its requests' futures (with the error, if any)."""

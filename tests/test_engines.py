@@ -160,6 +160,37 @@ def test_each_request_keeps_its_own_length_in_a_shared_batch(policy):
     assert len(short.result.logprobs) == len(short.result.token_ids)
 
 
+def test_requests_waiting_for_a_busy_thread_are_batched_together(policy, monkeypatch):
+    import threading
+
+    from agents.ct2 import CT2Sampler
+
+    sampler = CT2Sampler(policy.model, policy.tokenizer, quantization="float32", parallel=1,
+                         window_s=0.0)
+    sampler._stale = False  # decoding is stubbed: nothing to convert
+    release, seen = threading.Event(), []
+
+    def decode(reqs):
+        seen.append(len(reqs))
+        release.wait(timeout=60)  # the first batch holds the only thread
+        for r in reqs:
+            r.result = "done"
+    monkeypatch.setattr(sampler, "_decode", decode)
+    try:
+        first = sampler.submit(_request(policy, 0.0))
+        for _ in range(100):  # until the first batch holds the thread
+            if seen:
+                break
+            threading.Event().wait(0.01)
+        later = [sampler.submit(_request(policy, 0.0, seed=s)) for s in range(5)]
+        release.set()
+        for fut in [first, *later]:
+            fut.result(timeout=60)
+    finally:
+        sampler.close()
+    assert seen == [1, 5]  # the five that queued meanwhile decode as one batch
+
+
 def test_in_memory_conversion_writes_what_the_converter_writes_from_disk(policy, tmp_path):
     import copy
     import gc
