@@ -109,7 +109,8 @@ def test_committed_tables_hold_the_committed_figures() -> None:
         in report.render("retrieval_latency")
     assert "**0.44×** (goal ≤ 0.6×: met)" in report.render("train_step")
     assert "**1.51×** (goal ≥ 2×: missed)" in report.render("prefix_update")
-    assert "**1.56×** (goal 3×: missed)" in report.render("rollouts")
+    assert "**1.73×** (goal 3×: missed)" in report.render("rollouts")
+    assert "**2.05×** (goal ≥ 2×: met)" in report.render("grpo_step")
 
 
 def test_the_committed_readme_is_what_report_writes(tmp_path: Path) -> None:
