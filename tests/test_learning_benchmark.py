@@ -44,3 +44,14 @@ def test_other_tasks_are_refused() -> None:
         learning.earlier_before(EARLIER, {**tasks, "world": tasks["world"][:100]})
     with pytest.raises(SystemExit, match="hotpotqa rows"):
         learning.earlier_before(EARLIER, {**tasks, "hotpotqa": tasks["hotpotqa"][::-1]})
+
+
+def test_group_spread_refuses_a_group_of_one():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "group_spread.py"
+    proc = subprocess.run([sys.executable, str(script), "--policy", "local:smollm2", "--group", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "at least 2" in proc.stderr
