@@ -134,9 +134,8 @@ class CT2Sampler:
             items.append(first)
         deadline = time.monotonic() + (self.window_s if block else 0.0)
         while True:
-            try:
-                nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic())) if block \
-                    else self._queue.get_nowait()
+            try:  # a timeout of 0 takes only what is queued already
+                nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 return items
             if nxt is None:

@@ -23,13 +23,14 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from langchain_core.language_models import BaseChatModel  # noqa: E402
 from protocol import write  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from agents import load_chat_model  # noqa: E402
 from agents.engines import LOCAL_ENGINES  # noqa: E402
-from graph import research_many  # noqa: E402
+from graph import ResearchConfig, research_many  # noqa: E402
 from tools.corpora import corpus_of  # noqa: E402
 from tools.knowledge import KnowledgeBase  # noqa: E402
 from tools.paths import sleuth_home  # noqa: E402
@@ -41,15 +42,12 @@ FIRST_SEED = 1_700_000  # training seeds, past those the pipeline's stages draw 
 console = Console()
 
 
-def spread(policy: str, temperature: float, tasks: list[dict], kb: KnowledgeBase, group: int,
-           engine: str) -> dict:
+def spread(model: BaseChatModel, research: ResearchConfig, temperature: float, tasks: list[dict],
+           kb: KnowledgeBase, group: int) -> dict:
     """`group` rollouts of every task at `temperature`: per-task outcomes and the tallies."""
-    model = load_chat_model(policy, engine=engine)
-    research = PipelineConfig(output_dir=tempfile.mkdtemp()).research.model_copy(
-        update={"temperature": temperature, "seed": 0, "prompt_examples": None})
     t0 = time.perf_counter()
     results = research_many(tasks, samples_per_task=group, concurrency=4 * group, model=model,
-                            knowledge=kb, config=research)
+                            knowledge=kb, config=research.model_copy(update={"temperature": temperature}))
     seconds = time.perf_counter() - t0
     outcomes: dict[str, list[float]] = {str(t["id"]): [] for t in tasks}
     for r in results:
@@ -78,7 +76,11 @@ def main() -> None:
     tasks = Curriculum(first_seed=FIRST_SEED, seed=0, balance_kinds=True).sample(args.tasks)
     kb = KnowledgeBase(tempfile.mkdtemp(prefix="group-spread-kb-"))
     kb.ingest(corpus_of(tasks), progress=False)
-    rows = [spread(args.policy, float(t), tasks, kb, args.group, args.engine)
+    model = load_chat_model(args.policy, engine=args.engine)
+    # the GRPO stage's rollout settings (`training.pipeline._grpo`), only the temperature varied
+    research = PipelineConfig(output_dir=tempfile.mkdtemp()).research.model_copy(
+        update={"seed": 0, "prompt_examples": None})
+    rows = [spread(model, research, float(t), tasks, kb, args.group)
             for t in args.temperatures.split(",")]
     table = Table(title=f"groups of {args.group} on {len(tasks)} training tasks")
     for col in ("temperature", "informative groups", "all right", "all wrong", "rollout EM", "seconds"):

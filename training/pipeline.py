@@ -124,7 +124,7 @@ def _pairs(pairs: list[str], usage: str) -> list[tuple[str, str]]:
     """`A=B` command-line pairs split at their first `=`; `usage` names the form when one lacks it."""
     if any("=" not in p for p in pairs):
         raise ValueError(f"{usage}, not {pairs!r}")
-    return [(a, b) for a, b in (p.split("=", 1) for p in pairs)]
+    return [tuple(p.split("=", 1)) for p in pairs]
 
 
 Log = Callable[[str], None]
