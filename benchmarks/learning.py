@@ -21,7 +21,7 @@ an interrupted run (finished stages and evaluations are kept under $SLEUTH_HOME/
 
 Usage: python benchmarks/learning.py [--stages chains,grpo] [--minutes chains=25,grpo=35]
        [--limit N] [--ship] [--run-dir DIR] [--prompt writer=writer_reasoned] [--balance-roles]
-       [--lora-r R] [--lora-layers N] [--engine ct2-int8] [--rollouts-per-step 16]
+       [--lora-r R] [--lora-layers N] [--grpo-layers N] [--engine ct2-int8] [--rollouts-per-step 16]
        [--before-from benchmarks/results/learning.json] [--chain-tasks ../shared/data/musique_dev.jsonl ...]
        [--reward grounded]
 """
@@ -96,6 +96,8 @@ def main() -> None:
                     help="What samples the GRPO stage's rollouts.")
     ap.add_argument("--lora-layers", type=int, default=None,
                     help="LoRA on the top N decoder layers only (faster updates).")
+    ap.add_argument("--grpo-layers", type=int, default=None,
+                    help="GRPO trains the adapter of the top N decoder layers only (faster steps).")
     ap.add_argument("--rollouts-per-step", type=int, default=None,
                     help="GRPO: rollouts sampled per step (tasks x 4 generations; default 8).")
     ap.add_argument("--chain-tasks", type=Path, action="append", default=[], metavar="TASKS_JSONL",
@@ -137,7 +139,7 @@ def main() -> None:
                          prompts=role_prompts(args.prompt), balance_roles=args.balance_roles,
                          lora_r=args.lora_r, lora_layers=args.lora_layers,
                          chain_extra_tasks=[t for f in args.chain_tasks for t in read_tasks(f)],
-                         reward=args.reward)
+                         reward=args.reward, grpo_layers=args.grpo_layers)
     cfg.grpo.update(rollout_engine=args.engine, **grpo)
     if args.rollouts_per_step:
         cfg.grpo["per_device_train_batch_size"] = args.rollouts_per_step
@@ -210,7 +212,8 @@ def _results(before: dict, title_rows: list[dict], stages: dict, records: dict,
             "protocol": {"eval": EVAL.model_dump(mode="json"), "lora_r": cfg.lora_r,
                          "minutes": cfg.minutes, "first_training_seed": cfg.first_seed,
                          "prompts": cfg.prompts, "balance_roles": cfg.balance_roles,
-                         "lora_layers": cfg.lora_layers, "reward": cfg.reward,
+                         "lora_layers": cfg.lora_layers, "grpo_layers": cfg.grpo_layers,
+                         "reward": cfg.reward,
                          "balance_kinds": cfg.balance_kinds,
                          "grpo": {k: v for k, v in cfg.grpo.items() if k != "save_steps"}},
             "before": before, "hotpotqa_retrieval_title": {

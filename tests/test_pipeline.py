@@ -71,6 +71,8 @@ def test_grpo_settings_take_grpo_config_names_and_refuse_others(tmp_path):
         grpo_settings(["learning_rate"])
     with pytest.raises(ValueError, match="betta not a GRPO setting"):
         PipelineConfig(output_dir=str(tmp_path), grpo={"betta": 0.1})
+    with pytest.raises(ValueError, match="between 1 and the model's 30 layers"):
+        PipelineConfig(output_dir=str(tmp_path), grpo_layers=31)  # SmolLM2-135M has 30
 
 
 def _adapter_state(folder) -> dict[str, torch.Tensor]:

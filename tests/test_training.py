@@ -412,6 +412,28 @@ def test_balance_roles_repeats_the_rarer_roles_up_to_the_commonest():
     assert balance_roles([]) == []
 
 
+def test_training_only_the_top_layers_freezes_the_rest_of_the_adapter_for_a_while(toy_policy):
+    from training.policy import top_layers, trainable_parameters, training_only_layers
+
+    chat = load_policy(toy_policy(), peft_config=lora_config(4))
+    names = [n for n, p in chat.model.named_parameters() if p.requires_grad]
+    assert {n.split(".layers.")[1].split(".")[0] for n in names} == {"0", "1"}
+    before = {n: p.detach().clone() for n, p in chat.model.named_parameters() if p.requires_grad}
+    with training_only_layers(chat, top_layers(chat, 1)) as left:
+        assert left == len(names) // 2 == len(trainable_parameters(chat))
+        optimizer = torch.optim.SGD(trainable_parameters(chat), lr=1.0)
+        ids = torch.tensor([[1, 2, 3, 4]])
+        chat.model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+    moved = {n.split(".layers.")[1].split(".")[0] for n, p in chat.model.named_parameters()
+             if n in before and not torch.equal(p, before[n])}
+    assert moved == {"1"}  # the lower layer's adapter kept the warm start's weights
+    assert [n for n, p in chat.model.named_parameters() if p.requires_grad] == names  # restored
+    with pytest.raises(ValueError, match="no trainable weight"), training_only_layers(chat, [7]):
+        pass
+    assert [n for n, p in chat.model.named_parameters() if p.requires_grad] == names
+
+
 def test_lora_on_the_top_layers_adapts_only_those_and_backward_stops_below(toy_policy):
     from training.policy import top_layers
 

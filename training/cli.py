@@ -342,6 +342,9 @@ def pipeline_command(
     lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 8,
     lora_layers: Annotated[int | None, typer.Option(
         "--lora-layers", help="LoRA on the top N decoder layers only (faster updates).")] = None,
+    grpo_layers: Annotated[int | None, typer.Option(
+        "--grpo-layers", help="GRPO trains the adapter of the top N decoder layers only; the "
+        "warm start's adapter below stays as it is (faster steps).")] = None,
     prompt_examples: Annotated[bool, typer.Option(
         help="Train (and later run) with the prompts' worked examples.")] = False,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
@@ -374,7 +377,7 @@ def pipeline_command(
     cfg = PipelineConfig(output_dir=str(output), model=model,
                          stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
                          minutes=_minutes(minutes), lora_r=lora_r, lora_layers=lora_layers,
-                         prompt_examples=prompt_examples, seed=seed,
+                         grpo_layers=grpo_layers, prompt_examples=prompt_examples, seed=seed,
                          prompts=role_prompts(prompt or []), balance_roles=balance_roles,
                          chain_extra_tasks=[t for f in chain_tasks or [] for t in read_tasks(f)],
                          reward=reward)

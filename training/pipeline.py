@@ -27,6 +27,7 @@ import json
 import random
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from training import rewards
 from training.cml import train_cml
 from training.curriculum import Curriculum
 from training.grpo import ResearchGRPOConfig, ResearchGRPOTrainer, grpo_config
-from training.policy import load_policy, lora_config, restore_weights, top_layers
+from training.policy import load_policy, lora_config, restore_weights, top_layers, training_only_layers
 from training.rationales import demonstrations, with_rationale
 from training.sft import train_sft
 
@@ -80,6 +81,9 @@ class PipelineConfig:
     seed: int = 0
     reward: str = "default"  # the GRPO stage's reward mix (`training.rewards.mix`): or "grounded"
     balance_kinds: bool = True  # GRPO's curriculum: bridges and comparisons equally often
+    # GRPO trains the adapter of the top N decoder layers only: the layers below keep the warm
+    # start's weights and the update's backward pass stops above them (a faster step)
+    grpo_layers: int | None = None
 
     def __post_init__(self) -> None:
         rewards.mix(self.reward)  # an unknown mix fails now, not after a stage
@@ -91,6 +95,8 @@ class PipelineConfig:
             if role not in ROLES:
                 raise ValueError(f"prompts: unknown role {role!r}; the roles are {', '.join(ROLES)}")
             load_template(prompt)
+        if self.grpo_layers is not None and "grpo" in self.stages:
+            top_layers(self.model, self.grpo_layers)  # out of range fails now, not after a stage
 
 
 def grpo_settings(pairs: list[str]) -> dict[str, Any]:
@@ -264,13 +270,15 @@ def _grpo(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -> 
     curriculum = Curriculum(first_seed=cfg.first_seed + 200_000, seed=cfg.seed,
                             balance_kinds=cfg.balance_kinds)
     args = grpo_config(folder, lora=True, seed=cfg.seed, **cfg.grpo)
-    trainer = ResearchGRPOTrainer(
-        chat, rewards.mix(cfg.reward), args, train_dataset=curriculum,
-        research=cfg.research.model_copy(update={"prompt_examples": None}),
-        time_budget_s=60 * cfg.minutes.get("grpo", 0),
-        on_step=lambda r: log(f"grpo step {r['step']}: reward {r['reward/reward']:.3f} "
-                              f"em {r['em']:.2f} informative groups {r['groups_informative']}"))
-    trainer.train(resume_from_checkpoint=True)
+    layers = top_layers(chat, cfg.grpo_layers) if cfg.grpo_layers else []
+    with training_only_layers(chat, layers) if layers else nullcontext():
+        trainer = ResearchGRPOTrainer(
+            chat, rewards.mix(cfg.reward), args, train_dataset=curriculum,
+            research=cfg.research.model_copy(update={"prompt_examples": None}),
+            time_budget_s=60 * cfg.minutes.get("grpo", 0),
+            on_step=lambda r: log(f"grpo step {r['step']}: reward {r['reward/reward']:.3f} "
+                                  f"em {r['em']:.2f} informative groups {r['groups_informative']}"))
+        trainer.train(resume_from_checkpoint=True)
     history = trainer.state.history
     return {"steps": len(history), "train_s": history[-1]["elapsed_s"] if history else 0.0,
             "rollouts": sum(r["rollouts"] for r in history),

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +106,31 @@ def load_policy(model: str | LocalChatModel, *,
     return chat
 
 
+@contextmanager
+def training_only_layers(chat: LocalChatModel, layers: Sequence[int]) -> Iterator[int]:
+    """Within the block only the weights in these decoder layers train (the rest keep their
+    values, and backward stops below the lowest); yields how many tensors still train."""
+    wanted = set(layers)
+    frozen = [p for name, p in chat.model.named_parameters()
+              if p.requires_grad and _layer_of(name) not in wanted]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        left = len(trainable_parameters(chat))
+        if not left:
+            raise ValueError(f"no trainable weight lies in decoder layers {sorted(wanted)}")
+        yield left
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def _layer_of(name: str) -> int | None:
+    """The decoder layer a weight belongs to (None: embeddings, the final norm, the head)."""
+    found = re.search(r"\.layers\.(\d+)\.", name)
+    return int(found.group(1)) if found else None
+
+
 def trainable_parameters(chat: LocalChatModel) -> list[Any]:
     """The parameters an optimiser steps: the adapter's with LoRA, else all of them."""
     return [p for p in chat.model.parameters() if p.requires_grad]
@@ -156,4 +183,5 @@ def save_policy(chat: LocalChatModel, path: str | Path) -> Path:
 
 
 __all__ = ["LOCAL_ONLY", "is_peft", "load_policy", "lora_config", "peft_config_from", "restore_weights",
-           "save_policy", "save_weights", "top_layers", "trainable_parameters"]
+           "save_policy", "save_weights", "top_layers", "trainable_parameters",
+           "training_only_layers"]
