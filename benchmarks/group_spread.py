@@ -9,9 +9,15 @@ as the pipeline's GRPO stage, and counts the informative groups. The tasks come 
 of seeds 1,700,000 on (training seeds: no held-out set is touched), the same tasks for every
 temperature, so the comparison is paired.
 
+With several `--policy` values (e.g. a warm start and the GRPO stage that continued it) each
+later policy's rollout EM is compared with the first's on the same tasks (paired bootstrap):
+what the GRPO stage changed in the sampled behaviour it was trained on, apart from the greedy
+held-out evaluation of `benchmarks/learning.py`.
+
 Usage: python benchmarks/group_spread.py --policy hf:~/.cache/sleuth/learning-rplanner-all/chains
-       [--temperatures 0.7,1.0] [--group 4] [--tasks 24] [--engine ct2-int8]
-       (writes benchmarks/results/group_spread.json)
+       [--policy hf:DIR ...] [--temperatures 0.7,1.0] [--group 4] [--tasks 24]
+       [--engine ct2-int8] [--name group_spread]
+       (writes benchmarks/results/NAME.json)
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from langchain_core.language_models import BaseChatModel  # noqa: E402
-from protocol import write  # noqa: E402
+from protocol import paired, write  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -62,13 +68,17 @@ def spread(model: BaseChatModel, research: ResearchConfig, temperature: float, t
 
 
 def main() -> None:
-    """Measure every temperature on the same tasks; print the table and write the JSON."""
+    """Measure every policy at every temperature on the same tasks; print the table and write
+    the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--policy", required=True, help="A local spec, e.g. hf:DIR of a chains stage.")
+    ap.add_argument("--policy", required=True, action="append",
+                    help="A local spec, e.g. hf:DIR of a chains stage (repeatable: each later "
+                    "policy's rollout EM is compared with the first's, task by task).")
     ap.add_argument("--temperatures", default="0.7,1.0")
     ap.add_argument("--group", type=int, default=4, help="Rollouts per task (num_generations).")
     ap.add_argument("--tasks", type=int, default=24)
     ap.add_argument("--engine", choices=LOCAL_ENGINES, default="ct2-int8")
+    ap.add_argument("--name", default="group_spread", help="Results file: benchmarks/results/NAME.json.")
     args = ap.parse_args()
     if args.group < 2:
         raise SystemExit("--group must be at least 2: one rollout cannot disagree with itself")
@@ -76,24 +86,47 @@ def main() -> None:
     tasks = Curriculum(first_seed=FIRST_SEED, seed=0, balance_kinds=True).sample(args.tasks)
     kb = KnowledgeBase(tempfile.mkdtemp(prefix="group-spread-kb-"))
     kb.ingest(corpus_of(tasks), progress=False)
-    model = load_chat_model(args.policy, engine=args.engine)
     # the GRPO stage's rollout settings (`training.pipeline._grpo`), only the temperature varied
     research = PipelineConfig(output_dir=tempfile.mkdtemp()).research.model_copy(
         update={"seed": 0, "prompt_examples": None})
-    rows = [spread(model, research, float(t), tasks, kb, args.group)
-            for t in args.temperatures.split(",")]
+    temperatures = [float(t) for t in args.temperatures.split(",")]
+    measured = []
+    for spec in args.policy:
+        model = load_chat_model(spec, engine=args.engine)
+        measured.append({"policy": spec.replace(str(sleuth_home()), "$SLEUTH_HOME"),  # no machine paths
+                         "temperatures": [spread(model, research, t, tasks, kb, args.group)
+                                          for t in temperatures]})
     table = Table(title=f"groups of {args.group} on {len(tasks)} training tasks")
-    for col in ("temperature", "informative groups", "all right", "all wrong", "rollout EM", "seconds"):
+    for col in ("policy", "temperature", "informative groups", "all right", "all wrong",
+                "rollout EM", "seconds"):
         table.add_column(col)
-    for r in rows:
-        table.add_row(str(r["temperature"]), f"{r['informative']} / {r['groups']}",
-                      str(r["all_right"]), str(r["all_wrong"]), f"{r['em']:.2f}", str(r["seconds"]))
+    for m in measured:
+        for r in m["temperatures"]:
+            table.add_row(m["policy"], str(r["temperature"]), f"{r['informative']} / {r['groups']}",
+                          str(r["all_right"]), str(r["all_wrong"]), f"{r['em']:.2f}", str(r["seconds"]))
     console.print(table)
-    policy = args.policy.replace(str(sleuth_home()), "$SLEUTH_HOME")  # no machine paths
-    path = write("group_spread", {"policy": policy, "engine": args.engine, "group": args.group,
-                                  "first_seed": FIRST_SEED, "tasks": [t["id"] for t in tasks],
-                                  "temperatures": rows})
+    data = {"engine": args.engine, "group": args.group, "first_seed": FIRST_SEED,
+            "tasks": [t["id"] for t in tasks]}
+    if len(measured) == 1:
+        data.update(measured[0])
+    else:
+        data.update(policies=measured, comparisons=_against_first(measured))
+        for c in data["comparisons"]:
+            console.print(f"{c['policy']} vs {measured[0]['policy']} at T {c['temperature']}: "
+                          f"rollout EM {c['gain']:+.1f} points {c['ci95']}")
+    path = write(args.name, data)
     console.print(f"wrote {path.name}")
+
+
+def _against_first(measured: list[dict]) -> list[dict]:
+    """Each later policy's rollout EM against the first policy's at each temperature: the
+    paired bootstrap over tasks, a task's score the mean of its group."""
+    def rows(r: dict) -> list[dict]:
+        return [{"task_id": k, "em": sum(v) / len(v)} for k, v in r["per_task"].items()]
+
+    return [{"policy": m["policy"], "temperature": r["temperature"], **paired(rows(base), rows(r))}
+            for m in measured[1:]
+            for base, r in zip(measured[0]["temperatures"], m["temperatures"], strict=True)]
 
 
 if __name__ == "__main__":
