@@ -201,6 +201,19 @@ def planner_decisions(results: Path) -> str:
          for name, row in data["policies"].items()])
 
 
+@table("rl_sampled")
+def rl_sampled(results: Path) -> str:
+    """Rollout EM of GRPO stages against their warm start on training seeds (group_spread.py)."""
+    data = load(results, "rl_sampled", "comparisons")
+    base = data["policies"][0]
+    rows = [[f"`{base['policy'].rsplit('/', 1)[-1]}` (warm start)",
+             f"{base['temperatures'][0]['em']:.2f}", "–"]]
+    for m, c in zip(data["policies"][1:], data["comparisons"], strict=True):
+        rows.append([f"`{m['policy'].rsplit('/', 1)[-1]}`", f"{m['temperatures'][0]['em']:.2f}",
+                     f"{c['gain']:+.1f} [{c['ci95'][0]:+.1f}, {c['ci95'][1]:+.1f}]"])
+    return markdown(["policy", "rollout EM", "against the warm start (points, 95% interval)"], rows)
+
+
 def stages_table(data: Json) -> str:
     """A learning run's table: untrained, then after each stage."""
     rows = [policy_row("untrained", "–", data["before"])]

@@ -55,3 +55,17 @@ def test_group_spread_refuses_a_group_of_one():
     proc = subprocess.run([sys.executable, str(script), "--policy", "local:smollm2", "--group", "1"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "at least 2" in proc.stderr
+
+
+def test_group_spread_compares_later_policies_with_the_first_task_by_task():
+    import group_spread
+
+    def measured(policy: str, per_task: dict[str, list[float]]) -> dict:
+        return {"policy": policy, "temperatures": [{"temperature": 0.7, "per_task": per_task}]}
+
+    base = measured("warm", {"a": [1, 0, 0, 0], "b": [0, 0, 0, 0], "c": [1, 1, 1, 1]})
+    rl = measured("rl", {"a": [1, 1, 0, 0], "b": [0, 0, 0, 0], "c": [1, 1, 1, 0]})
+    [row] = group_spread._against_first([base, rl])
+    # task a: 0.25 -> 0.5, b: same, c: 1 -> 0.75; the mean gain is 0 points
+    assert (row["policy"], row["temperature"], row["gain"], row["gained"], row["lost"], row["n"]) == (
+        "rl", 0.7, 0.0, 1, 1, 3)
