@@ -59,9 +59,10 @@ def table(name: str) -> Callable[[Renderer], Renderer]:
     return register
 
 
-def load(results: Path, name: str, key: str) -> Json:
-    """`results/<name>.json`; a Note if it is missing or lacks `key` (an older schema)."""
-    path, script = results / f"{name}.json", f"benchmarks/{name}.py"
+def load(results: Path, name: str, key: str, script: str | None = None) -> Json:
+    """`results/<name>.json`; a Note if it is missing or lacks `key` (an older schema).
+    `script`: the benchmark that writes it, when its name is not `name`."""
+    path, script = results / f"{name}.json", f"benchmarks/{script or name}.py"
     if not path.exists():
         raise Note(f"*No results yet: `python {script}` writes `benchmarks/results/{name}.json`.*")
     data = json.loads(path.read_text())
@@ -181,7 +182,7 @@ KEPT_RUNS = {
 def kept_run(name: str) -> Renderer:
     """The stages table of the kept learning run `name`."""
     def render(results: Path) -> str:
-        return stages_table(load(results, name, "comparisons"))
+        return stages_table(load(results, name, "comparisons", script="learning"))
     render.__doc__ = f"The same table for {KEPT_RUNS[name]}."
     return render
 
@@ -205,7 +206,7 @@ def planner_decisions(results: Path) -> str:
 @table("rl_sampled")
 def rl_sampled(results: Path) -> str:
     """Rollout EM of GRPO stages against their warm start on training seeds (group_spread.py)."""
-    data = load(results, "rl_sampled", "comparisons")
+    data = load(results, "rl_sampled", "comparisons", script="group_spread")
     base = data["policies"][0]
     rows = [[f"`{base['policy'].rsplit('/', 1)[-1]}` (warm start)",
              f"{base['temperatures'][0]['em']:.2f}", "–"]]

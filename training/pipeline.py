@@ -270,8 +270,7 @@ def _grpo(chat: LocalChatModel, cfg: PipelineConfig, folder: Path, log: Log) -> 
     curriculum = Curriculum(first_seed=cfg.first_seed + 200_000, seed=cfg.seed,
                             balance_kinds=cfg.balance_kinds)
     args = grpo_config(folder, lora=True, seed=cfg.seed, **cfg.grpo)
-    layers = top_layers(chat, cfg.grpo_layers) if cfg.grpo_layers else []
-    with training_only_layers(chat, layers) if layers else nullcontext():
+    with training_only_layers(chat, top_layers(chat, cfg.grpo_layers)) if cfg.grpo_layers else nullcontext():
         trainer = ResearchGRPOTrainer(
             chat, rewards.mix(cfg.reward), args, train_dataset=curriculum,
             research=cfg.research.model_copy(update={"prompt_examples": None}),
