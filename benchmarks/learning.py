@@ -109,6 +109,9 @@ def main() -> None:
     ap.add_argument("--grpo", action="append", default=[], metavar="KEY=VALUE",
                     help="A GRPO stage setting by its GRPOConfig name, e.g. learning_rate=2e-5 "
                     "or beta=0.04 (repeatable; training.pipeline.grpo_settings).")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="The training stages' seed (their curriculum draws, GRPO's sampling); "
+                    "another value repeats a stage to measure its spread.")
     ap.add_argument("--name", default="learning",
                     help="Results file name: benchmarks/results/NAME.json and NAME_curves.png "
                     "(another name keeps the shipped run's learning.json).")
@@ -139,7 +142,7 @@ def main() -> None:
                          prompts=role_prompts(args.prompt), balance_roles=args.balance_roles,
                          lora_r=args.lora_r, lora_layers=args.lora_layers,
                          chain_extra_tasks=[t for f in args.chain_tasks for t in read_tasks(f)],
-                         reward=args.reward, grpo_layers=args.grpo_layers)
+                         reward=args.reward, grpo_layers=args.grpo_layers, seed=args.seed)
     cfg.grpo.update(rollout_engine=args.engine, **grpo)
     if args.rollouts_per_step:
         cfg.grpo["per_device_train_batch_size"] = args.rollouts_per_step
@@ -213,7 +216,7 @@ def _results(before: dict, title_rows: list[dict], stages: dict, records: dict,
                          "minutes": cfg.minutes, "first_training_seed": cfg.first_seed,
                          "prompts": cfg.prompts, "balance_roles": cfg.balance_roles,
                          "lora_layers": cfg.lora_layers, "grpo_layers": cfg.grpo_layers,
-                         "reward": cfg.reward,
+                         "reward": cfg.reward, "seed": cfg.seed,
                          "balance_kinds": cfg.balance_kinds,
                          "grpo": {k: v for k, v in cfg.grpo.items() if k != "save_steps"}},
             "before": before, "hotpotqa_retrieval_title": {

@@ -69,3 +69,43 @@ def test_group_spread_compares_later_policies_with_the_first_task_by_task():
     # task a: 0.25 -> 0.5, b: same, c: 1 -> 0.75; the mean gain is 0 points
     assert (row["policy"], row["temperature"], row["gain"], row["gained"], row["lost"], row["n"]) == (
         "rl", 0.7, 0.0, 1, 1, 3)
+
+
+def _run(tmp_path: Path, name: str, seed: int, warm: list[float], after: list[float]) -> Path:
+    """A chains,grpo results file with world and HotpotQA rows of the given EMs."""
+    def evaluation(ems: list[float]) -> dict:
+        rows = [{"task_id": f"t{i}", "em": em} for i, em in enumerate(ems)]
+        return {"summary": {"all": {"em": round(100 * sum(ems) / len(ems), 1)}}, "per_task": rows}
+
+    data = {"protocol": {"seed": seed},
+            "stages": {"chains": {s: evaluation(warm) for s in ("world", "hotpotqa")},
+                       "grpo": {"record": {"steps": 40},
+                                **{s: evaluation(after) for s in ("world", "hotpotqa")}}}}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_seeds_pools_the_runs_of_one_recipe_task_by_task(tmp_path: Path) -> None:
+    import seeds
+
+    warm = [0, 0, 1, 1]
+    a = _run(tmp_path, "a", 0, warm, [1, 1, 1, 1])  # +50 points
+    b = _run(tmp_path, "b", 1, warm, [0, 0, 0, 1])  # -25 points
+    data = seeds.compare([a, b])
+    assert [r["seed"] for r in data["runs"]] == [0, 1]
+    assert [r["rl_stage"]["gain"] for r in data["runs"]] == [50.0, -25.0]
+    s = data["summary"]
+    # per task, the runs' mean EM: 0.5, 0.5, 0.5, 1 against 0, 0, 1, 1: +12.5 points
+    gains = (s["rl_stage_em_gain_mean"], s["rl_stage_em_gain_min"], s["rl_stage_em_gain_max"])
+    assert gains == (12.5, -25.0, 50.0)
+    assert s["rl_stage_em_gain_mean_ci95"][0] <= 12.5 <= s["rl_stage_em_gain_mean_ci95"][1]
+
+
+def test_seeds_refuses_runs_from_another_warm_start(tmp_path: Path) -> None:
+    import seeds
+
+    a = _run(tmp_path, "a", 0, [0, 0, 1, 1], [1, 1, 1, 1])
+    b = _run(tmp_path, "b", 1, [0, 1, 1, 1], [1, 1, 1, 1])
+    with pytest.raises(SystemExit, match="another warm start"):
+        seeds.compare([a, b])

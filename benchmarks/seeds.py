@@ -1,0 +1,99 @@
+"""One GRPO recipe run with several seeds from the same warm start: each run's RL-stage gain,
+and the recipe's mean gain over the runs.
+
+A single run's RL-stage gain mixes the recipe's effect with the luck of one training run (the
+curriculum's draws, the sampled rollouts), and a setting picked because one run did well is
+optimistic. Repeating the stage with other `--seed` values of `benchmarks/learning.py` gives
+fresh draws of the same recipe. This script reads those runs' results files (every run must
+start from the same warm start, i.e. the same `chains` rows, on the same held-out tasks) and
+writes, per run, the RL stage's gain on the held-out world with its paired-bootstrap interval
+and HotpotQA after the stage; pooled, the mean over the runs of each task's EM against the
+warm start's, with a paired bootstrap over tasks (its interval covers the choice of tasks,
+not the spread between runs: the per-run rows show that).
+
+Usage: python benchmarks/seeds.py benchmarks/results/RUN.json [RUN2.json ...] --name NAME
+       (writes benchmarks/results/NAME.json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from protocol import ROOT, paired, write
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+SUITES = ("world", "hotpotqa")
+
+
+def pooled(runs: list[dict[str, Any]], suite: str) -> list[dict[str, Any]]:
+    """Per-task rows of the runs' final stage on `suite`, each task's EM averaged over the runs."""
+    by_task: dict[str, list[float]] = {}
+    for data in runs:
+        for row in data["stages"]["grpo"][suite]["per_task"]:
+            by_task.setdefault(str(row["task_id"]), []).append(float(row["em"] or 0))
+    return [{"task_id": k, "em": sum(v) / len(v)} for k, v in by_task.items()]
+
+
+def compare(paths: list[Path]) -> dict[str, Any]:
+    """Every run's RL-stage gain and the pooled one, after checking the runs share a warm start."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    warm = {s: runs[0]["stages"]["chains"][s]["per_task"] for s in SUITES}
+    for path, data in zip(paths, runs, strict=True):
+        if "grpo" not in data["stages"] or "chains" not in data["stages"]:
+            raise SystemExit(f"{path}: not a chains,grpo run of benchmarks/learning.py")
+        if any(data["stages"]["chains"][s]["per_task"] != warm[s] for s in SUITES):
+            raise SystemExit(f"{path}: another warm start (its chains rows differ from {paths[0].name}'s)")
+    rows = []
+    for path, data in zip(paths, runs, strict=True):
+        grpo = data["stages"]["grpo"]
+        rows.append({"file": path.name, "seed": data["protocol"].get("seed", 0),
+                     "steps": grpo["record"]["steps"],
+                     "world_em": grpo["world"]["summary"]["all"]["em"],
+                     "hotpotqa_em": grpo["hotpotqa"]["summary"]["all"]["em"],
+                     "rl_stage": paired(warm["world"], grpo["world"]["per_task"]),
+                     "hotpotqa_vs_warm": paired(warm["hotpotqa"], grpo["hotpotqa"]["per_task"])})
+    mean = {s: paired(warm[s], pooled(runs, s)) for s in SUITES}
+    start = runs[0]["stages"]["chains"]
+    return {"protocol": {"runs": [p.name for p in paths],
+                         "warm_start_world_em": start["world"]["summary"]["all"]["em"],
+                         "warm_start_hotpotqa_em": start["hotpotqa"]["summary"]["all"]["em"]},
+            "runs": rows,
+            "summary": {"runs": len(rows),
+                        "rl_stage_em_gain_mean": mean["world"]["gain"],
+                        "rl_stage_em_gain_mean_ci95": mean["world"]["ci95"],
+                        "rl_stage_em_gain_min": min(r["rl_stage"]["gain"] for r in rows),
+                        "rl_stage_em_gain_max": max(r["rl_stage"]["gain"] for r in rows),
+                        "hotpotqa_em_mean": round(sum(r["hotpotqa_em"] for r in rows) / len(rows), 1),
+                        "hotpotqa_gain_mean": mean["hotpotqa"]["gain"],
+                        "hotpotqa_gain_mean_ci95": mean["hotpotqa"]["ci95"]}}
+
+
+def main() -> None:
+    """Compare the runs, print the table and write the JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", type=Path, nargs="+", help="learning.py results files of one recipe")
+    ap.add_argument("--name", required=True, help="benchmarks/results/NAME.json")
+    args = ap.parse_args()
+    data = compare([p.resolve() for p in args.results])
+    table = Table("run", "seed", "steps", "world EM", "RL stage (points, 95% CI)", "HotpotQA EM")
+    for r in data["runs"]:
+        c = r["rl_stage"]
+        table.add_row(r["file"], str(r["seed"]), str(r["steps"]), f"{r['world_em']:.1f}",
+                      f"{c['gain']:+.1f} [{c['ci95'][0]:+.1f}, {c['ci95'][1]:+.1f}]",
+                      f"{r['hotpotqa_em']:.1f}")
+    s = data["summary"]
+    table.add_row("mean", "", "", "", f"{s['rl_stage_em_gain_mean']:+.1f} "
+                  f"[{s['rl_stage_em_gain_mean_ci95'][0]:+.1f}, {s['rl_stage_em_gain_mean_ci95'][1]:+.1f}]",
+                  f"{s['hotpotqa_em_mean']:.1f}")
+    console.print(table)
+    path = write(args.name, data)
+    console.print(f"wrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
