@@ -6,10 +6,10 @@ curriculum's draws, the sampled rollouts), and a setting picked because one run 
 optimistic. Repeating the stage with other `--seed` values of `benchmarks/learning.py` gives
 fresh draws of the same recipe. This script reads those runs' results files (every run must
 start from the same warm start, i.e. the same `chains` rows, on the same held-out tasks) and
-writes, per run, the RL stage's gain on the held-out world with its paired-bootstrap interval
-and HotpotQA after the stage; pooled, the mean over the runs of each task's EM against the
-warm start's, with a paired bootstrap over tasks (its interval covers the choice of tasks,
-not the spread between runs: the per-run rows show that).
+writes, per run, the RL stage's gain on the held-out world with its paired-bootstrap interval,
+HotpotQA after the stage, and how many answers the stage changed; pooled, the mean over the
+runs of each task's EM against the warm start's, with a paired bootstrap over tasks (its
+interval covers the choice of tasks, not the spread between runs: the per-run rows show that).
 
 Usage: python benchmarks/seeds.py benchmarks/results/RUN.json [RUN2.json ...] --name NAME
        (writes benchmarks/results/NAME.json)
@@ -39,6 +39,12 @@ def pooled(runs: list[dict[str, Any]], suite: str) -> list[dict[str, Any]]:
     return [{"task_id": k, "em": sum(v) / len(v)} for k, v in by_task.items()]
 
 
+def changed(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> int:
+    """How many tasks' answers differ between two evaluations of the same tasks."""
+    answers = {r["task_id"]: r.get("answer") for r in before}
+    return sum(answers[r["task_id"]] != r.get("answer") for r in after)
+
+
 def compare(paths: list[Path]) -> dict[str, Any]:
     """Every run's RL-stage gain and the pooled one, after checking the runs share a warm start."""
     runs = [json.loads(p.read_text()) for p in paths]
@@ -56,7 +62,8 @@ def compare(paths: list[Path]) -> dict[str, Any]:
                      "world_em": grpo["world"]["summary"]["all"]["em"],
                      "hotpotqa_em": grpo["hotpotqa"]["summary"]["all"]["em"],
                      "rl_stage": paired(warm["world"], grpo["world"]["per_task"]),
-                     "hotpotqa_vs_warm": paired(warm["hotpotqa"], grpo["hotpotqa"]["per_task"])})
+                     "hotpotqa_vs_warm": paired(warm["hotpotqa"], grpo["hotpotqa"]["per_task"]),
+                     **{f"{s}_answers_changed": changed(warm[s], grpo[s]["per_task"]) for s in SUITES}})
     mean = {s: paired(warm[s], pooled(runs, s)) for s in SUITES}
     start = runs[0]["stages"]["chains"]
     return {"protocol": {"runs": [p.name for p in paths],
@@ -80,12 +87,14 @@ def main() -> None:
     ap.add_argument("--name", required=True, help="benchmarks/results/NAME.json")
     args = ap.parse_args()
     data = compare([p.resolve() for p in args.results])
-    table = Table("run", "seed", "steps", "world EM", "RL stage (points, 95% CI)", "HotpotQA EM")
+    table = Table("run", "seed", "steps", "world EM", "RL stage (points, 95% CI)", "HotpotQA EM",
+                  "answers changed (world / HotpotQA)")
     for r in data["runs"]:
         c = r["rl_stage"]
         table.add_row(r["file"], str(r["seed"]), str(r["steps"]), f"{r['world_em']:.1f}",
                       f"{c['gain']:+.1f} [{c['ci95'][0]:+.1f}, {c['ci95'][1]:+.1f}]",
-                      f"{r['hotpotqa_em']:.1f}")
+                      f"{r['hotpotqa_em']:.1f}",
+                      f"{r['world_answers_changed']} / {r['hotpotqa_answers_changed']}")
     s = data["summary"]
     table.add_row("mean", "", "", "", f"{s['rl_stage_em_gain_mean']:+.1f} "
                   f"[{s['rl_stage_em_gain_mean_ci95'][0]:+.1f}, {s['rl_stage_em_gain_mean_ci95'][1]:+.1f}]",

@@ -74,7 +74,8 @@ def test_group_spread_compares_later_policies_with_the_first_task_by_task():
 def _run(tmp_path: Path, name: str, seed: int, warm: list[float], after: list[float]) -> Path:
     """A chains,grpo results file with world and HotpotQA rows of the given EMs."""
     def evaluation(ems: list[float]) -> dict:
-        rows = [{"task_id": f"t{i}", "em": em} for i, em in enumerate(ems)]
+        rows = [{"task_id": f"t{i}", "em": em, "answer": f"a{i}" if em else "x"}
+                for i, em in enumerate(ems)]
         return {"summary": {"all": {"em": round(100 * sum(ems) / len(ems), 1)}}, "per_task": rows}
 
     data = {"protocol": {"seed": seed},
@@ -95,6 +96,7 @@ def test_seeds_pools_the_runs_of_one_recipe_task_by_task(tmp_path: Path) -> None
     data = seeds.compare([a, b])
     assert [r["seed"] for r in data["runs"]] == [0, 1]
     assert [r["rl_stage"]["gain"] for r in data["runs"]] == [50.0, -25.0]
+    assert [r["world_answers_changed"] for r in data["runs"]] == [2, 1]
     s = data["summary"]
     # per task, the runs' mean EM: 0.5, 0.5, 0.5, 1 against 0, 0, 1, 1: +12.5 points
     gains = (s["rl_stage_em_gain_mean"], s["rl_stage_em_gain_min"], s["rl_stage_em_gain_max"])
