@@ -216,6 +216,27 @@ def rl_sampled(results: Path) -> str:
     return markdown(["policy", "rollout EM", "against the warm start (points, 95% interval)"], rows)
 
 
+@table("lr15_seeds")
+def lr15_seeds(results: Path) -> str:
+    """One GRPO recipe repeated with other seeds from one warm start (seeds.py)."""
+    data = load(results, "lr15_seeds", "summary", script="seeds")
+    rows = []
+    for r in data["runs"]:
+        c = r["rl_stage"]
+        rows.append([f"{r['seed']} (`{r['file']}`)", str(r["steps"]), f"{r['world_em']:.1f}",
+                     f"{c['gain']:+.1f} [{c['ci95'][0]:+.1f}, {c['ci95'][1]:+.1f}]",
+                     f"{c['gained']} / {c['lost']}", f"{r['hotpotqa_em']:.1f}",
+                     f"{r['hotpotqa_vs_warm']['gained']} / {r['hotpotqa_vs_warm']['lost']}"])
+    s = data["summary"]
+    lo, hi = s["rl_stage_em_gain_mean_ci95"]
+    rows.append([f"**mean of {s['runs']}**", "", "", f"**{s['rl_stage_em_gain_mean']:+.1f}** "
+                 f"[{lo:+.1f}, {hi:+.1f}] {goal('≥ +5', s['rl_stage_em_gain_mean'] >= 5)}",
+                 "", f"{s['hotpotqa_em_mean']:.1f}", ""])
+    return markdown(["seed (results file)", "GRPO steps", "world EM %",
+                     "RL stage: world EM gain over the warm start (points, 95% CI)",
+                     "world tasks gained / lost", "HotpotQA EM %", "HotpotQA gained / lost"], rows)
+
+
 def stages_table(data: Json) -> str:
     """A learning run's table: untrained, then after each stage."""
     rows = [policy_row("untrained", "–", data["before"])]
