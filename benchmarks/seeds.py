@@ -47,11 +47,15 @@ def changed(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> int:
 
 def compare(paths: list[Path]) -> dict[str, Any]:
     """Every run's RL-stage gain and the pooled one, after checking the runs share a warm start."""
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise SystemExit(f"no such results file: {', '.join(missing)}")
     runs = [json.loads(p.read_text()) for p in paths]
+    for path, data in zip(paths, runs, strict=True):
+        if not {"chains", "grpo"} <= set(data.get("stages", {})):
+            raise SystemExit(f"{path}: not a chains,grpo run of benchmarks/learning.py")
     warm = {s: runs[0]["stages"]["chains"][s]["per_task"] for s in SUITES}
     for path, data in zip(paths, runs, strict=True):
-        if "grpo" not in data["stages"] or "chains" not in data["stages"]:
-            raise SystemExit(f"{path}: not a chains,grpo run of benchmarks/learning.py")
         if any(data["stages"]["chains"][s]["per_task"] != warm[s] for s in SUITES):
             raise SystemExit(f"{path}: another warm start (its chains rows differ from {paths[0].name}'s)")
     rows = []

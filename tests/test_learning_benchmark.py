@@ -111,3 +111,17 @@ def test_seeds_refuses_runs_from_another_warm_start(tmp_path: Path) -> None:
     b = _run(tmp_path, "b", 1, [0, 1, 1, 1], [1, 1, 1, 1])
     with pytest.raises(SystemExit, match="another warm start"):
         seeds.compare([a, b])
+
+
+def test_seeds_refuses_a_run_without_a_grpo_stage_or_a_missing_file(tmp_path: Path) -> None:
+    import seeds
+
+    a = _run(tmp_path, "a", 0, [0, 1], [1, 1])
+    chains_only = json.loads(a.read_text())
+    del chains_only["stages"]["grpo"]
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(chains_only))
+    with pytest.raises(SystemExit, match="not a chains,grpo run"):
+        seeds.compare([b, a])
+    with pytest.raises(SystemExit, match="no such results file"):
+        seeds.compare([a, tmp_path / "nope.json"])
