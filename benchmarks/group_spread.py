@@ -30,7 +30,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from langchain_core.language_models import BaseChatModel  # noqa: E402
-from protocol import paired, write  # noqa: E402
+from protocol import mean_rows, paired, write  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -121,10 +121,8 @@ def main() -> None:
 def _against_first(measured: list[dict]) -> list[dict]:
     """Each later policy's rollout EM against the first policy's at each temperature: the
     paired bootstrap over tasks, a task's score the mean of its group."""
-    def rows(r: dict) -> list[dict]:
-        return [{"task_id": k, "em": sum(v) / len(v)} for k, v in r["per_task"].items()]
-
-    return [{"policy": m["policy"], "temperature": r["temperature"], **paired(rows(base), rows(r))}
+    return [{"policy": m["policy"], "temperature": r["temperature"],
+             **paired(mean_rows(base["per_task"]), mean_rows(r["per_task"]))}
             for m in measured[1:]
             for base, r in zip(measured[0]["temperatures"], m["temperatures"], strict=True)]
 

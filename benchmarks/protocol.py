@@ -115,6 +115,11 @@ def mean_points(rows_: Sequence[Mapping[str, Any]], metric: str) -> float:
     return round(100 * sum(float(r[metric] or 0) for r in rows_) / len(rows_), 1)
 
 
+def mean_rows(by_task: Mapping[str, Sequence[float]], metric: str = "em") -> list[dict[str, Any]]:
+    """Per-task rows for `paired` from several scores of each task (rollouts, runs): their mean."""
+    return [{"task_id": k, metric: sum(v) / len(v)} for k, v in by_task.items()]
+
+
 def paired(before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]], *,
            metric: str = "em", resamples: int = 10_000, seed: int = 0) -> dict[str, Any]:
     """The mean gain (points) of `after` over `before` on the same tasks, its paired bootstrap

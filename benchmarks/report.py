@@ -213,7 +213,7 @@ def rl_sampled(results: Path) -> str:
              f"{base['temperatures'][0]['em']:.2f}", "–"]]
     for m, c in zip(data["policies"][1:], data["comparisons"], strict=True):
         rows.append([f"`{m['policy'].rsplit('/', 1)[-1]}`", f"{m['temperatures'][0]['em']:.2f}",
-                     f"{c['gain']:+.1f} [{c['ci95'][0]:+.1f}, {c['ci95'][1]:+.1f}]"])
+                     f"{signed(c['gain'])} {interval(c['ci95'])}"])
     return markdown(["policy", "rollout EM", "against the warm start (points, 95% interval)"], rows)
 
 
@@ -225,13 +225,13 @@ def lr15_seeds(results: Path) -> str:
     for r in data["runs"]:
         c = r["rl_stage"]
         rows.append([f"{r['seed']} (`{r['file']}`)", str(r["steps"]), f"{r['world_em']:.1f}",
-                     f"{c['gain']:+.1f} [{c['ci95'][0]:+.1f}, {c['ci95'][1]:+.1f}]",
-                     f"{c['gained']} / {c['lost']}", f"{r['hotpotqa_em']:.1f}",
+                     f"{signed(c['gain'])} {interval(c['ci95'])}", f"{c['gained']} / {c['lost']}",
+                     f"{r['hotpotqa_em']:.1f}",
                      f"{r['hotpotqa_vs_warm']['gained']} / {r['hotpotqa_vs_warm']['lost']}"])
     s = data["summary"]
-    lo, hi = s["rl_stage_em_gain_mean_ci95"]
-    rows.append([f"**mean of {s['runs']}**", "", "", f"**{s['rl_stage_em_gain_mean']:+.1f}** "
-                 f"[{lo:+.1f}, {hi:+.1f}] {goal('≥ +5', s['rl_stage_em_gain_mean'] >= 5)}",
+    mean = s["rl_stage_em_gain_mean"]
+    rows.append([f"**mean of {s['runs']}**", "", "", f"**{signed(mean)}** "
+                 f"{interval(s['rl_stage_em_gain_mean_ci95'])} {goal('≥ +5', mean >= 5)}",
                  "", f"{s['hotpotqa_em_mean']:.1f}", ""])
     return markdown(["seed (results file)", "GRPO steps", "world EM %",
                      "RL stage: world EM gain over the warm start (points, 95% CI)",

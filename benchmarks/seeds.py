@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from protocol import ROOT, paired, write
+from protocol import ROOT, mean_rows, paired, write
 from rich.console import Console
 from rich.table import Table
 
@@ -36,7 +36,7 @@ def pooled(runs: list[dict[str, Any]], suite: str) -> list[dict[str, Any]]:
     for data in runs:
         for row in data["stages"]["grpo"][suite]["per_task"]:
             by_task.setdefault(str(row["task_id"]), []).append(float(row["em"] or 0))
-    return [{"task_id": k, "em": sum(v) / len(v)} for k, v in by_task.items()]
+    return mean_rows(by_task)
 
 
 def changed(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> int:
