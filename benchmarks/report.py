@@ -218,10 +218,26 @@ def rl_sampled(results: Path) -> str:
     return markdown(["policy", "rollout EM", "against the warm start (points, 95% interval)"], rows)
 
 
-@table("lr15_seeds")
-def lr15_seeds(results: Path) -> str:
-    """One GRPO recipe repeated with other seeds from one warm start (seeds.py)."""
-    data = load(results, "lr15_seeds", "summary", script="seeds")
+SEED_RUNS = {
+    "lr15_seeds": "the top-10-layer GRPO stage at 1.5e-4 from the generated-only warm start",
+    "rreal_seeds": "the same GRPO stage from the real-page warm start",
+}
+
+
+def seeds_table(name: str) -> Renderer:
+    """The per-seed table of the seeds.py results `name`."""
+    def render(results: Path) -> str:
+        return seed_runs(load(results, name, "summary", script="seeds"))
+    render.__doc__ = f"One GRPO recipe repeated with other seeds: {SEED_RUNS[name]} (seeds.py)."
+    return render
+
+
+for _name in SEED_RUNS:
+    table(_name)(seeds_table(_name))
+
+
+def seed_runs(data: Json) -> str:
+    """Each seed's RL-stage gain and HotpotQA, and their mean (a seeds.py results file)."""
     rows = []
     for r in data["runs"]:
         c = r["rl_stage"]
