@@ -59,6 +59,17 @@ def table(name: str) -> Callable[[Renderer], Renderer]:
     return register
 
 
+def per_file(files: Mapping[str, str], key: str, script: str, draw: Callable[[Json], str],
+             doc: str) -> None:
+    """Register one table per results file in `files` (name -> what it holds), each drawn
+    by `draw` from the file `script` wrote; `doc` names it, with `{}` for what it holds."""
+    for name, what in files.items():
+        def render(results: Path, name: str = name) -> str:
+            return draw(load(results, name, key, script=script))
+        render.__doc__ = doc.format(what)
+        table(name)(render)
+
+
 def load(results: Path, name: str, key: str, script: str | None = None) -> Json:
     """`results/<name>.json`; a Note if it is missing or lacks `key` (an older schema).
     `script`: the benchmark that writes it, when its name is not `name`."""
@@ -181,18 +192,6 @@ KEPT_RUNS = {
 }
 
 
-def kept_run(name: str) -> Renderer:
-    """The stages table of the kept learning run `name`."""
-    def render(results: Path) -> str:
-        return stages_table(load(results, name, "comparisons", script="learning"))
-    render.__doc__ = f"The same table for {KEPT_RUNS[name]}."
-    return render
-
-
-for _name in KEPT_RUNS:
-    table(_name)(kept_run(_name))
-
-
 @table("planner_decisions")
 def planner_decisions(results: Path) -> str:
     """Each policy's stop-or-search-on decisions on the teacher's planner calls."""
@@ -218,22 +217,11 @@ def rl_sampled(results: Path) -> str:
     return markdown(["policy", "rollout EM", "against the warm start (points, 95% interval)"], rows)
 
 
+# seeds.py results (one recipe, several seeds), each as the same table
 SEED_RUNS = {
     "lr15_seeds": "the top-10-layer GRPO stage at 1.5e-4 from the generated-only warm start",
     "rreal_seeds": "the same GRPO stage from the real-page warm start",
 }
-
-
-def seeds_table(name: str) -> Renderer:
-    """The per-seed table of the seeds.py results `name`."""
-    def render(results: Path) -> str:
-        return seed_runs(load(results, name, "summary", script="seeds"))
-    render.__doc__ = f"One GRPO recipe repeated with other seeds: {SEED_RUNS[name]} (seeds.py)."
-    return render
-
-
-for _name in SEED_RUNS:
-    table(_name)(seeds_table(_name))
 
 
 def seed_runs(data: Json) -> str:
@@ -265,6 +253,11 @@ def stages_table(data: Json) -> str:
     return markdown(["policy", "training minutes", "world EM %", "world F1 %", "bridge EM %",
                      "comparison EM %", "HotpotQA EM %", "HotpotQA F1 %", "format",
                      "searches / after a miss (world)"], rows)
+
+
+per_file(KEPT_RUNS, "comparisons", "learning", stages_table, "The same table for {}.")
+per_file(SEED_RUNS, "summary", "seeds", seed_runs,
+         "One GRPO recipe repeated with other seeds: {} (seeds.py).")
 
 
 def comparison_row(name: str, c: Json) -> list[str]:

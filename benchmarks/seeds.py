@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol import ROOT, mean_rows, paired, write
+from report import interval, signed
 from rich.console import Console
 from rich.table import Table
 
@@ -96,12 +97,12 @@ def main() -> None:
     for r in data["runs"]:
         c = r["rl_stage"]
         table.add_row(r["file"], str(r["seed"]), str(r["steps"]), f"{r['world_em']:.1f}",
-                      f"{c['gain']:+.1f} [{c['ci95'][0]:+.1f}, {c['ci95'][1]:+.1f}]",
+                      f"{signed(c['gain'])} {interval(c['ci95'])}",
                       f"{r['hotpotqa_em']:.1f}",
                       f"{r['world_answers_changed']} / {r['hotpotqa_answers_changed']}")
     s = data["summary"]
-    table.add_row("mean", "", "", "", f"{s['rl_stage_em_gain_mean']:+.1f} "
-                  f"[{s['rl_stage_em_gain_mean_ci95'][0]:+.1f}, {s['rl_stage_em_gain_mean_ci95'][1]:+.1f}]",
+    table.add_row("mean", "", "", "", f"{signed(s['rl_stage_em_gain_mean'])} "
+                  f"{interval(s['rl_stage_em_gain_mean_ci95'])}",
                   f"{s['hotpotqa_em_mean']:.1f}")
     console.print(table)
     path = write(args.name, data)
