@@ -189,6 +189,7 @@ KEPT_RUNS = {
     "learning_rall_glayers10_lr15": "the top-10-layer GRPO stage at learning rate 1.5e-4",
     "learning_rreal_chains": "the chains stage with real-page demonstrations (MuSiQue, 2Wiki)",
     "learning_rreal_lr15": "the top-10-layer GRPO stage at 1.5e-4 from the real-page warm start",
+    "learning_rmusique_lr15": "the same GRPO stage from a warm start with MuSiQue's chains only",
 }
 
 
