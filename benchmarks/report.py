@@ -239,9 +239,16 @@ def seed_runs(data: Json) -> str:
     rows.append([f"**mean of {s['runs']}**", "", "", f"**{signed(mean)}** "
                  f"{interval(s['rl_stage_em_gain_mean_ci95'])} {goal('≥ +5', mean >= 5)}",
                  "", f"{s['hotpotqa_em_mean']:.1f}", ""])
-    return markdown(["seed (results file)", "GRPO steps", "world EM %",
-                     "RL stage: world EM gain over the warm start (points, 95% CI)",
-                     "world tasks gained / lost", "HotpotQA EM %", "HotpotQA gained / lost"], rows)
+    drawn = markdown(["seed (results file)", "GRPO steps", "world EM %",
+                      "RL stage: world EM gain over the warm start (points, 95% CI)",
+                      "world tasks gained / lost", "HotpotQA EM %", "HotpotQA gained / lost"], rows)
+    if "against" not in data:
+        return drawn
+    o = data["against"]["pooled"]
+    gains = [f"{suite} {signed(o[suite]['gain'])} {interval(o[suite]['ci95'])} "
+             f"({o[suite]['gained']} gained, {o[suite]['lost']} lost)" for suite in ("world", "hotpotqa")]
+    return (f"{drawn}\n\nThe runs' mean against the final policy of `{data['against']['file']}`, "
+            f"on the same tasks (EM points, paired-bootstrap 95% CI): {'; '.join(gains)}.")
 
 
 def stages_table(data: Json) -> str:

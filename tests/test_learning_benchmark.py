@@ -125,3 +125,22 @@ def test_seeds_refuses_a_run_without_a_grpo_stage_or_a_missing_file(tmp_path: Pa
         seeds.compare([b, a])
     with pytest.raises(SystemExit, match="no such results file"):
         seeds.compare([a, tmp_path / "nope.json"])
+
+
+def test_seeds_compares_the_runs_with_another_runs_final_policy(tmp_path: Path) -> None:
+    import seeds
+
+    warm = [0, 0, 1, 1]
+    a = _run(tmp_path, "a", 0, warm, [1, 1, 1, 1])
+    b = _run(tmp_path, "b", 1, warm, [0, 0, 0, 1])
+    shipped = _run(tmp_path, "shipped", 0, [0, 0, 0, 0], [1, 0, 0, 0])
+    against = seeds.compare([a, b], against=shipped)["against"]
+    assert against["file"] == "shipped.json"
+    assert [r["world"]["gain"] for r in against["runs"]] == [75.0, 0.0]
+    # per task, the runs' mean EM 0.5, 0.5, 0.5, 1 against 1, 0, 0, 0: +37.5 points
+    assert (against["pooled"]["world"]["gain"], against["pooled"]["world"]["lost"]) == (37.5, 1)
+    other_tasks = _run(tmp_path, "other", 0, [0, 0], [1, 1])
+    with pytest.raises(SystemExit, match="evaluated on other tasks"):
+        seeds.compare([a, b], against=other_tasks)
+    with pytest.raises(SystemExit, match="no such results file"):
+        seeds.compare([a], against=tmp_path / "nope.json")
