@@ -222,6 +222,7 @@ def rl_sampled(results: Path) -> str:
 SEED_RUNS = {
     "lr15_seeds": "the top-10-layer GRPO stage at 1.5e-4 from the generated-only warm start",
     "rreal_seeds": "the same GRPO stage from the real-page warm start",
+    "rmusique_seeds": "the same GRPO stage from the MuSiQue-chains warm start",
 }
 
 
