@@ -240,16 +240,21 @@ def seed_runs(data: Json) -> str:
     rows.append([f"**mean of {s['runs']}**", "", "", f"**{signed(mean)}** "
                  f"{interval(s['rl_stage_em_gain_mean_ci95'])} {goal('≥ +5', mean >= 5)}",
                  "", f"{s['hotpotqa_em_mean']:.1f}", ""])
-    drawn = markdown(["seed (results file)", "GRPO steps", "world EM %",
-                      "RL stage: world EM gain over the warm start (points, 95% CI)",
-                      "world tasks gained / lost", "HotpotQA EM %", "HotpotQA gained / lost"], rows)
-    if "against" not in data:
-        return drawn
-    o = data["against"]["pooled"]
-    gains = [f"{suite} {signed(o[suite]['gain'])} {interval(o[suite]['ci95'])} "
-             f"({o[suite]['gained']} gained, {o[suite]['lost']} lost)" for suite in ("world", "hotpotqa")]
-    return (f"{drawn}\n\nThe runs' mean against the final policy of `{data['against']['file']}`, "
-            f"on the same tasks (EM points, paired-bootstrap 95% CI): {'; '.join(gains)}.")
+    return markdown(["seed (results file)", "GRPO steps", "world EM %",
+                     "RL stage: world EM gain over the warm start (points, 95% CI)",
+                     "world tasks gained / lost", "HotpotQA EM %", "HotpotQA gained / lost"], rows)
+
+
+@table("rmusique_seeds_against")
+def rmusique_seeds_against(results: Path) -> str:
+    """Each run's final policy, and the runs' mean, against another run's (seeds.py --against)."""
+    data = load(results, "rmusique_seeds", "against", script="seeds")
+    o, other = data["against"], f"`{data['against']['file']}`"
+    named = [("the runs' mean", o["pooled"]),
+             *((f"seed {r['seed']}", c) for r, c in zip(data["runs"], o["runs"], strict=True))]
+    return markdown(["comparison", "EM gain (points)", "95% CI", "gained", "lost", "n"],
+                    [comparison_row(f"{suite}: {who} vs {other}", c[suite])
+                     for suite in ("world", "hotpotqa") for who, c in named])
 
 
 def stages_table(data: Json) -> str:
