@@ -177,15 +177,16 @@ KEPT_RUNS = {
     "learning_reasoned": "the reasoned-writer run (facts first, roles balanced)",
     "learning_top10": "the top-10-layer run (default prompts, 561 chains steps)",
     "learning_rboth": "the run with both reasoned prompts (planner and writer) and the int8 engine",
-    "learning_rplanner": "the shipped run before last (GRPO with the old search_cost)",
+    "learning_rplanner": "a run shipped earlier (GRPO with the old search_cost)",
     "learning_rplanner_all": "the first chains-only run with the adapter on every layer",
     "learning_rwasted": "an earlier shipped run (top-10-layer adapter, GRPO with the "
                         "wasted-search charge)",
+    "learning_rall_bal": "the run shipped before the MuSiQue-chains run (all-layer GRPO at 5e-5)",
     "learning_rall_grpo": "the all-layer run whose GRPO stage stopped searching",
     "learning_rall_grounded": "the same GRPO stage under the grounded reward mix",
-    "learning_rall_bal_lr1e4": "the shipped recipe's GRPO stage at learning rate 1e-4",
-    "learning_rall_g8": "the shipped recipe's GRPO stage with groups of 8 rollouts",
-    "learning_rall_glayers10": "the shipped recipe's GRPO stage training the top 10 layers only",
+    "learning_rall_bal_lr1e4": "the all-layer recipe's GRPO stage at learning rate 1e-4",
+    "learning_rall_g8": "the all-layer recipe's GRPO stage with groups of 8 rollouts",
+    "learning_rall_glayers10": "the all-layer recipe's GRPO stage training the top 10 layers only",
     "learning_rall_glayers10_lr15": "the top-10-layer GRPO stage at learning rate 1.5e-4",
     "learning_rreal_chains": "the chains stage with real-page demonstrations (MuSiQue, 2Wiki)",
     "learning_rreal_lr15": "the top-10-layer GRPO stage at 1.5e-4 from the real-page warm start",
@@ -222,7 +223,7 @@ def rl_sampled(results: Path) -> str:
 SEED_RUNS = {
     "lr15_seeds": "the top-10-layer GRPO stage at 1.5e-4 from the generated-only warm start",
     "rreal_seeds": "the same GRPO stage from the real-page warm start",
-    "rmusique_seeds": "the same GRPO stage from the MuSiQue-chains warm start",
+    "rmusique_seeds": "the same GRPO stage from the MuSiQue-chains warm start (shipped)",
 }
 
 
