@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import convert_to_messages
-from protocol import write
+from protocol import resolve_policy, write
 from rich.console import Console
 from rich.table import Table
 
@@ -30,7 +30,6 @@ from agents.parsing import parse_plan
 from agents.planner import Planner
 from graph.config import ResearchConfig
 from tools.corpora import cached_kb, corpus_of
-from tools.paths import sleuth_home
 from training.curriculum import Curriculum
 from training.rationales import demonstrations
 
@@ -44,16 +43,6 @@ def fresh_tasks(n: int) -> list[dict[str, Any]]:
     curriculum = Curriculum(first_seed=FIRST_SEED, seed=0)
     levels = list(curriculum.levels)
     return [curriculum.draw(levels[i % len(levels)]) for i in range(n)]
-
-
-def resolve(spec: str) -> tuple[str, str]:
-    """(model spec to load, spec to record): a stage folder under $SLEUTH_HOME becomes hf:."""
-    if ":" in spec:
-        return spec, spec
-    folder = sleuth_home() / spec
-    if not (folder / "config.json").exists():
-        raise SystemExit(f"{spec}: neither a model spec nor a stage folder under $SLEUTH_HOME")
-    return f"hf:{folder}", f"hf:$SLEUTH_HOME/{spec}"
 
 
 def decisions(spec: str, tasks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -100,7 +89,7 @@ def main() -> None:
                   "stops where the teacher does %", "unparsed %")
     for pair in args.policies:
         name, _, given = pair.partition("=")
-        load, recorded = resolve(given)
+        load, recorded, _ = resolve_policy(given)
         row = {"spec": recorded, **decisions(load, tasks)}
         out["policies"][name] = row
         table.add_row(name, str(row["planner_calls"]), f"{row['continue_recall']:.1f}",

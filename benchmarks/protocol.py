@@ -23,6 +23,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from agents import load_chat_model  # noqa: E402
+from agents.models import parse_spec  # noqa: E402
 from graph import ResearchConfig  # noqa: E402
 from tools.documents import read_tasks  # noqa: E402
 from tools.paths import sleuth_home  # noqa: E402
@@ -34,10 +35,15 @@ DATA = Path(os.environ.get("SLEUTH_SHARED_DATA", ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 HELDOUT_WORLD = {"seed": 2, "n_tasks": 200, "hops": (2, 3)}
 HOTPOT_TASKS = 100
+# Sets no choice was made on, for confirming a finished recipe (benchmarks/confirm.py): a world
+# of a seed no benchmark had evaluated, and the HotpotQA development questions after the first
+# 100 (cml.py trains on questions 101-300, so a policy with a cml stage has seen these).
+FRESH_WORLD = {"seed": 5, "n_tasks": 200, "hops": (2, 3)}
+FRESH_HOTPOT = slice(100, 200)
 EVAL = ResearchConfig(max_rounds=3, max_attempts=2, max_new_tokens=96, temperature=0.0, seed=0)
 ROW_KEYS = ("task_id", "type", "answer", "gold", "em", "f1", "conflict_accuracy",
             "evidence_recall", "evidence_f1", "knowledge_f1", "citation_precision", "format_rate",
-            "searches", "searches_after_miss", "model_calls", "tokens")
+            "searches", "searches_after_miss", "search_misses", "model_calls", "tokens")
 
 
 def suites(limit: int | None = None) -> dict[str, list[dict[str, Any]]]:
@@ -46,6 +52,28 @@ def suites(limit: int | None = None) -> dict[str, list[dict[str, Any]]]:
                            hops=HELDOUT_WORLD["hops"]).tasks
     hotpot = read_tasks(DATA / "hotpotqa_dev.jsonl", HOTPOT_TASKS)
     return {"world": world[:limit], "hotpotqa": hotpot[:limit]}
+
+
+def fresh_suites(limit: int | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The confirmation sets by name, shaped as `suites`: `world` (FRESH_WORLD) and `hotpotqa`
+    (FRESH_HOTPOT), the first `limit` of each."""
+    world = generate_world(FRESH_WORLD["seed"], FRESH_WORLD["n_tasks"],
+                           hops=FRESH_WORLD["hops"]).tasks
+    hotpot = read_tasks(DATA / "hotpotqa_dev.jsonl")[FRESH_HOTPOT]
+    return {"world": world[:limit], "hotpotqa": hotpot[:limit]}
+
+
+def resolve_policy(spec: str) -> tuple[str, str, Path | None]:
+    """(model spec to load, spec to record, weights to key the evaluation cache on) of a model
+    spec (local:smollm2) or a training stage folder under $SLEUTH_HOME (learning-x/grpo)."""
+    if ":" in spec:
+        adapter = parse_spec(spec).adapter
+        return spec, spec, adapter
+    folder = sleuth_home() / spec
+    if not (folder / "config.json").exists():
+        raise SystemExit(f"{spec}: neither a model spec nor a stage folder under $SLEUTH_HOME")
+    weights = folder / "adapter" if (folder / "adapter").is_dir() else folder
+    return f"hf:{folder}", f"hf:$SLEUTH_HOME/{spec}", weights
 
 
 def digest(path: Path | None) -> str:

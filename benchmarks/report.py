@@ -160,6 +160,45 @@ def policy_row(name: str, minutes: str, evaluation: Json) -> list[str]:
             f"{a['format_rate']:.2f}", f"{a['searches']:.2f} / {a['searches_after_miss']:.2f}"]
 
 
+def rate(x: float | None) -> str:
+    """A rate with two decimals, or a dash where there is none."""
+    return "–" if x is None else f"{x:.2f}"
+
+
+@table("confirm")
+def confirm(results: Path) -> str:
+    """Each policy on the fresh sets no choice was made on (confirm.py)."""
+    data = load(results, "confirm", "comparisons")
+    rows = []
+    for name, p in data["policies"].items():
+        spec = f" (`{data['specs'][name]}`)" if name in data["specs"] else " (no model)"
+        h = p["hotpotqa"]
+        if "world" in p:
+            w = p["world"]["summary"]
+            world = [f"{w['all']['em']:.1f}", type_em(w, "bridge"), type_em(w, "comparison"),
+                     f"{w['all']['searches']:.2f} / {w['all']['searches_after_miss']:.2f}",
+                     rate(p["world"]["retry_rate"])]
+        else:
+            world = ["–"] * 5
+        rows.append([name + spec, *world, f"{h['summary']['all']['em']:.1f}",
+                     rate(h["retry_rate"]) if "world" in p else "–"])
+    return markdown(["policy", "world EM %", "bridge EM %", "comparison EM %",
+                     "searches / after a miss (world)", "retry rate after a miss (world)",
+                     "HotpotQA EM %", "retry rate after a miss (HotpotQA)"], rows)
+
+
+@table("confirm_comparisons")
+def confirm_comparisons(results: Path) -> str:
+    """The paired comparisons on the fresh sets (confirm.py; `a+b`: each task's EM averaged)."""
+    data = load(results, "confirm", "comparisons")
+    return markdown(["comparison", "EM gain (points)", "95% CI", "gained", "lost", "n"],
+                    [comparison_row(f"{SUITE_NAMES_FRESH[c['suite']]}: {c['after']} vs "
+                                    f"{c['before']}", c) for c in data["comparisons"]])
+
+
+SUITE_NAMES_FRESH = {"world": "fresh world", "hotpotqa": "HotpotQA 101-200"}
+
+
 def stage_order(data: Json) -> list[str]:
     """The training stages in the order they ran."""
     return list(data["summary"].get("stages") or data["stages"])

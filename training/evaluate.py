@@ -35,7 +35,7 @@ from training import rewards
 Mode = Literal["graph", "retrieval", "oracle"]
 METRICS = ("em", "f1", "conflict_accuracy", "knowledge_f1", "evidence_f1", "retrieval_accuracy",
            "evidence_recall", "citation_precision", "format_rate", "searches",
-           "searches_after_miss", "model_calls", "tokens", "seconds")
+           "searches_after_miss", "search_misses", "model_calls", "tokens", "seconds")
 RETRIEVAL_RUNS = ("retrieval-title", "retrieval-sentence")
 HELDOUT_WORLD_SEED = 2  # the generated world evaluations hold out (benchmarks/protocol.py's too)
 Progress = Callable[[ResearchResult], None]
@@ -56,6 +56,7 @@ def score_trajectory(t: Trajectory, gold: Gold | None = None) -> dict[str, float
             "format_rate": rewards.format_rate(t, gold),
             "searches": float(len(rewards.searches(t))),
             "searches_after_miss": float(rewards.searches_after_miss(t, gold)),
+            "search_misses": float(sum(rewards.search_misses(t, gold))),
             "model_calls": float(len(t.model_steps)), "tokens": float(m.get("tokens", 0)),
             "seconds": float(m.get("seconds", 0.0))}
 
