@@ -36,13 +36,14 @@ from protocol import (
     FRESH_WORLD,
     evaluate_cached,
     fresh_suites,
-    mean_rows,
     paired,
+    pooled_rows,
     resolve_policy,
     rows,
     summary,
     write,
 )
+from report import interval, signed
 from rich.console import Console
 from rich.table import Table
 
@@ -85,11 +86,7 @@ def side_rows(side: str, policies: dict[str, Any], suite: str) -> list[dict[str,
         return None
     if len(blocks) == 1:
         return blocks[0]["per_task"]
-    by_task: dict[str, list[float]] = {}
-    for b in blocks:
-        for r in b["per_task"]:
-            by_task.setdefault(str(r["task_id"]), []).append(float(r["em"] or 0))
-    return mean_rows(by_task)
+    return pooled_rows([b["per_task"] for b in blocks])
 
 
 def comparisons(pairs: list[str], policies: dict[str, Any]) -> list[dict[str, Any]]:
@@ -166,8 +163,8 @@ def print_tables(data: dict[str, Any]) -> None:
     console.print(t)
     c = Table("comparison", "set", "EM gain (points)", "95% CI", "gained / lost")
     for r in data["comparisons"]:
-        c.add_row(f"{r['after']} vs {r['before']}", r["suite"], f"{r['gain']:+.1f}",
-                  f"[{r['ci95'][0]:+.1f}, {r['ci95'][1]:+.1f}]", f"{r['gained']} / {r['lost']}")
+        c.add_row(f"{r['after']} vs {r['before']}", r["suite"], signed(r["gain"]),
+                  interval(r["ci95"]), f"{r['gained']} / {r['lost']}")
     console.print(c)
 
 

@@ -148,6 +148,16 @@ def mean_rows(by_task: Mapping[str, Sequence[float]], metric: str = "em") -> lis
     return [{"task_id": k, metric: sum(v) / len(v)} for k, v in by_task.items()]
 
 
+def pooled_rows(evaluations: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Per-task rows for `paired` from several evaluations of the same tasks (runs, seeds):
+    each task's EM averaged over them."""
+    by_task: dict[str, list[float]] = {}
+    for rows_ in evaluations:
+        for r in rows_:
+            by_task.setdefault(str(r["task_id"]), []).append(float(r["em"] or 0))
+    return mean_rows(by_task)
+
+
 def paired(before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]], *,
            metric: str = "em", resamples: int = 10_000, seed: int = 0) -> dict[str, Any]:
     """The mean gain (points) of `after` over `before` on the same tasks, its paired bootstrap

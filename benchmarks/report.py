@@ -196,9 +196,6 @@ def confirm_comparisons(results: Path) -> str:
                                     f"{c['before']}", c) for c in data["comparisons"]])
 
 
-SUITE_NAMES_FRESH = {"world": "fresh world", "hotpotqa": "HotpotQA 101-200"}
-
-
 def stage_order(data: Json) -> list[str]:
     """The training stages in the order they ran."""
     return list(data["summary"].get("stages") or data["stages"])
@@ -490,6 +487,7 @@ def ct2_sync(results: Path) -> str:
 # --- cml.json, debate.json ------------------------------------------------------------------
 
 SUITE_NAMES = {"world": "held-out world", "hotpotqa": "HotpotQA"}
+SUITE_NAMES_FRESH = {"world": "fresh world", "hotpotqa": "HotpotQA 101-200"}  # confirm.py's sets
 
 
 def paired_row(label: str, before: float, after: float, c: Json, goal_text: str,

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from protocol import ROOT, mean_rows, paired, write
+from protocol import ROOT, paired, pooled_rows, write
 from report import interval, signed
 from rich.console import Console
 from rich.table import Table
@@ -35,11 +35,7 @@ SUITES = ("world", "hotpotqa")
 
 def pooled(runs: list[dict[str, Any]], suite: str) -> list[dict[str, Any]]:
     """Per-task rows of the runs' final stage on `suite`, each task's EM averaged over the runs."""
-    by_task: dict[str, list[float]] = {}
-    for data in runs:
-        for row in data["stages"]["grpo"][suite]["per_task"]:
-            by_task.setdefault(str(row["task_id"]), []).append(float(row["em"] or 0))
-    return mean_rows(by_task)
+    return pooled_rows([data["stages"]["grpo"][suite]["per_task"] for data in runs])
 
 
 def changed(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> int:
